@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := true
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test lint clean-venv
+
+# The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+## run: the default demo (synthetic add4 task, tiny model, CPU) through `dvc repro`
+run: $(VENV)/.installed
+	$(BIN)/dvc config core.analytics false
+	$(BIN)/dvc repro
+	@cat results/summary.md
+
+## test: the whole test suite
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check ssft tests
+
+clean-venv:
+	rm -rf $(VENV)

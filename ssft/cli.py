@@ -1,0 +1,147 @@
+"""``ssft traces | train | evaluate | report``: the stages ``dvc.yaml`` runs, and humans too.
+
+    ssft traces                      # data/traces/{train,eval}.parquet
+    ssft train --method ssft         # models/ssft/
+    ssft evaluate --method ssft      # results/ssft/{metrics.json,details.jsonl}
+    ssft report                      # results/summary.md
+Every command reads ``params.yaml`` (``--params``) and accepts ``--set key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from ssft import config as config_mod
+
+log = logging.getLogger("ssft")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssft", description="Set Supervised Fine-Tuning pipeline stages")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, e.g. --set train.max_steps=50 (YAML value)")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("traces", help="generate and validate the trace dataset")
+    t.add_argument("--out", default="data/traces", help="output directory")
+    for name, helptext in (("train", "train one method"), ("evaluate", "evaluate one trained method")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--method", required=True, choices=config_mod.METHODS)
+        s.add_argument("--traces", default="data/traces", help="trace dataset directory")
+        s.add_argument("--models", default="models", help="models directory (models/<method>)")
+        if name == "train":
+            s.add_argument("--checkpoints", default="checkpoints", help="resumable checkpoints (checkpoints/<method>)")
+        else:
+            s.add_argument("--results", default="results", help="results directory (results/<method>)")
+    r = sub.add_parser("report", help="summarise all methods side by side")
+    r.add_argument("--results", default="results")
+    return p
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise config_mod.ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.max_steps=50")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft import traces
+    from ssft.tasks import get_task
+
+    task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
+    splits = traces.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed,
+                                     cfg.traces.strategies or None)
+    out = Path(args.out)
+    report = {}
+    for split, rows in splits.items():
+        traces.validate(rows, f"{split} split", cfg.ssft.num_tags)  # fail before writing anything
+        traces.write(rows, out / f"{split}.parquet")
+        report[split] = traces.load(out / f"{split}.parquet", cfg.ssft.num_tags)[1]
+    (out / "stats.json").write_text(json.dumps(report, indent=2))
+    log.info("traces: %s", report)
+
+
+def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    import torch
+
+    from ssft import models, traces, trainer
+
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    train_file = Path(args.traces) / "train.parquet"
+    questions, report = traces.load(train_file, cfg.ssft.num_tags)
+    sources = sorted({s for q in questions for s in q.sources})
+    if cfg.task.name and all(q.modes[0] for q in questions):
+        from ssft.tasks import get_task
+
+        order = list(get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options).strategies)
+        sources = [s for s in order if s in sources] + [s for s in sources if s not in order]
+    model, tokenizer = models.build(cfg.model, cfg.ssft.num_tags, cfg.seed)
+    examples = trainer.tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, cfg.model.max_length)
+    ckpt = Path(args.checkpoints) / args.method
+    trainer.prepare_checkpoint_dir(ckpt, trainer.fingerprint(cfg, args.method, train_file))
+    log.info("train %s: %d questions, %d traces, %.2fM params", args.method, report["questions"],
+             report["traces"], sum(p.numel() for p in model.parameters()) / 1e6)
+    model, stats = trainer.train(cfg, args.method, model, tokenizer, examples, ckpt)
+    if trainer.is_main_process():
+        meta = {"method": args.method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
+                "sources": sources}
+        models.save(model, tokenizer, Path(args.models) / args.method, meta,
+                    extra={trainer.STATS_FILE: json.dumps(stats, indent=1, default=str)})
+
+
+def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft.evaluate import evaluate
+
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    evaluate(cfg, Path(args.models) / args.method, Path(args.traces) / "eval.parquet",
+             Path(args.results) / args.method)
+
+
+def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft.report import write_report
+
+    print(write_report(Path(args.results), list(cfg.train.methods)))
+
+
+def _quiet_progress_bars() -> None:
+    """Stage logs are read in files and CI: one line per event, no carriage-return bars."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    args = _parser().parse_args(argv)
+    _quiet_progress_bars()
+    try:
+        cfg = config_mod.load(args.params, _overrides(args.overrides))
+        COMMANDS[args.command](cfg, args)
+    except (config_mod.ConfigError, ValueError, FileNotFoundError) as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""``params.yaml`` -> typed, frozen, validated settings.
+
+One dataclass per section; every field documents its units, range and sentinels in ``help``. Unknown keys
+and bad values are collected and reported together, each naming the field, the value and the fix, before
+any model is built. Nothing else in ``ssft`` reads YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("ssft", "sft", "random", "fixed")
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = _f("add4", "task family: add4 (fast default) or mult (harder)")
+    marked: bool = _f(True, "each strategy's trace opens with its own constant letter")
+    options: dict = _f({}, "extra task options, e.g. {max_operand: 9} for add4")
+
+
+@dataclass(frozen=True)
+class TracesConfig:
+    train_questions: int = _f(800, "training questions (each gets one trace per strategy)")
+    eval_questions: int = _f(500, "held-out evaluation questions, never seen in training")
+    strategies: list = _f([], "subset of the task's strategies to use as traces; [] = all")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    checkpoint: str | None = _f(None, "local pretrained HF checkpoint dir; null = tiny Llama from config")
+    hidden_size: int = _f(128, "tiny model width")
+    num_layers: int = _f(3, "tiny model depth")
+    num_heads: int = _f(4, "attention heads (must divide hidden_size)")
+    intermediate_size: int = _f(512, "MLP width")
+    max_length: int = _f(128, "max tokens of prompt + trace; longer examples are an error")
+    attn_implementation: str = _f("eager", "eager | sdpa | flash_attention_2 (eager is fastest for tiny CPU models)")
+    dtype: str = _f("float32", "float32 | bfloat16 (GPU) | float16")
+    tag_init: str = _f("mean", "embedding init of new tag tokens: mean (of existing rows) | random")
+
+
+@dataclass(frozen=True)
+class SSFTConfig:
+    num_tags: int = _f(4, "N forking tokens <think1>..<thinkN>; must be >= traces per question (M)")
+    cost_tokens: int = _f(12, "L: matching cost = mean NLL of the first L trace tokens; 0 = whole trace")
+    prefix_cache: bool = _f(True, "score the shared question prefix once (KV cache) when scoring")
+    tag_in_loss: bool = _f(True, "train the tag token itself (gives the model a prior over tags)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    methods: list = _f(["ssft", "sft", "random"], f"methods the pipeline trains, from {METHODS}")
+    max_steps: int = _f(1000, "optimizer steps")
+    questions_per_step: int = _f(8, "questions per device micro-batch (all M traces of each are trained)")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    lr: float = _f(2e-3, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.1, "AdamW weight decay")
+    warmup_steps: int = _f(50, "linear warm-up steps")
+    scheduler: str = _f("cosine", "transformers lr_scheduler_type: cosine | linear | constant_with_warmup")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm; 0 = off")
+    save_steps: int = _f(250, "checkpoint every this many steps (resume after a kill)")
+    logging_steps: int = _f(50, "log loss, rate and assignment statistics every this many steps")
+    threads: int = _f(0, "torch CPU threads; 0 = torch default")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: int = _f(16, "sampled generations per question, split evenly over the tags")
+    temperature: float = _f(0.7, "sampling temperature of the sampled set")
+    top_p: float = _f(1.0, "nucleus sampling mass")
+    ks: list = _f([8, 16], "k values for cons@k / pass@k beyond N (k <= samples)")
+    max_new_tokens: int = _f(64, "generation budget per sample")
+    batch_size: int = _f(256, "prompts per generate() call")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = _f(0, "one seed for data, init, matching ties and sampling")
+    task: TaskConfig = _f(None, "")
+    traces: TracesConfig = _f(None, "")
+    model: ModelConfig = _f(None, "")
+    ssft: SSFTConfig = _f(None, "")
+    train: TrainConfig = _f(None, "")
+    eval: EvalConfig = _f(None, "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
+            "train": TrainConfig, "eval": EvalConfig}
+# Sections other stages own (e.g. tracking, used by the orchestration layer) pass through unchecked here.
+FOREIGN_SECTIONS = {"tracking", "flow"}
+
+
+class ConfigError(ValueError):
+    """Every problem of a params file at once."""
+
+
+def _coerce(value: Any, typ: str, where: str, errors: list[str]) -> Any:
+    ok = {
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "bool": lambda v: isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "str | None": lambda v: v is None or isinstance(v, str),
+        "list": lambda v: isinstance(v, list),
+        "dict": lambda v: isinstance(v, dict),
+    }[typ]
+    if not ok(value):
+        errors.append(f"{where}: {value!r} is not a {typ}")
+        return value
+    return float(value) if typ == "float" else value
+
+
+def _section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{name}: expected a mapping of settings, got {raw!r}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            errors.append(f"{name}.{key}: unknown setting; known: {', '.join(fields)}")
+    kwargs = {k: _coerce(v, fields[k].type, f"{name}.{k}", errors) for k, v in raw.items() if k in fields}
+    return cls(**kwargs)
+
+
+def _check(cfg: Config, errors: list[str]) -> None:
+    m, s, t, e = cfg.model, cfg.ssft, cfg.train, cfg.eval
+    rules = [
+        (cfg.traces.train_questions >= 1, "traces.train_questions", "use >= 1"),
+        (cfg.traces.eval_questions >= 1, "traces.eval_questions", "use >= 1"),
+        (1 <= s.num_tags <= 64, "ssft.num_tags", "use 1..64"),
+        (s.cost_tokens >= 0, "ssft.cost_tokens", "use >= 0 (0 = whole trace)"),
+        (m.hidden_size % max(m.num_heads, 1) == 0, "model.hidden_size", "must be divisible by model.num_heads"),
+        (m.attn_implementation in ("eager", "sdpa", "flash_attention_2"), "model.attn_implementation",
+         "use eager, sdpa or flash_attention_2"),
+        (m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "use float32, bfloat16 or float16"),
+        (m.tag_init in ("mean", "random"), "model.tag_init", "use mean or random"),
+        (all(x in METHODS for x in t.methods), "train.methods", f"each must be one of {METHODS}"),
+        (t.max_steps >= 1, "train.max_steps", "use >= 1"),
+        (t.questions_per_step >= 1, "train.questions_per_step", "use >= 1"),
+        (t.grad_accum >= 1, "train.grad_accum", "use >= 1"),
+        (t.lr > 0, "train.lr", "use > 0"),
+        (e.samples >= s.num_tags and e.samples % s.num_tags == 0, "eval.samples",
+         f"use a positive multiple of ssft.num_tags={s.num_tags} so samples split evenly over tags"),
+        (e.temperature > 0, "eval.temperature", "use > 0 (greedy decoding is always run as well)"),
+        (0 < e.top_p <= 1, "eval.top_p", "use 0 < top_p <= 1"),
+        (all(isinstance(k, int) and 1 <= k <= e.samples for k in e.ks), "eval.ks",
+         f"each k must be an int in 1..eval.samples={e.samples}"),
+    ]
+    for ok, name, fix in rules:
+        if not ok:
+            section, key = name.split(".")
+            errors.append(f"{name}: {getattr(getattr(cfg, section), key)!r} is invalid; {fix}")
+
+
+def from_dict(raw: dict[str, Any], source: str = "params") -> Config:
+    """Build and validate a Config; raise ConfigError listing every problem, prefixed by ``source``."""
+    errors: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    for key in raw:
+        if key not in SECTIONS and key not in FOREIGN_SECTIONS and key != "seed":
+            errors.append(f"{key}: unknown section; known: seed, {', '.join(SECTIONS)}")
+    seed = _coerce(raw.get("seed", 0), "int", "seed", errors)
+    sections = {name: _section(cls, raw.get(name), name, errors) for name, cls in SECTIONS.items()}
+    cfg = Config(seed=seed, **sections)
+    if not errors:
+        _check(cfg, errors)
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} problem(s):\n  - " + "\n  - ".join(errors))
+    return cfg
+
+
+def load(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (and apply dotted ``overrides`` such as ``{"train.max_steps": 10}``)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return from_dict(raw, str(path))

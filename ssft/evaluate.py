@@ -1,0 +1,100 @@
+"""The evaluation stage: generate per tag, score, write ``metrics.json`` and ``details.jsonl``.
+
+Two generation sets per eval question, both batched across questions:
+    greedy   one generation per tag (the untagged ``sft`` model: one, from its single prompt)
+    sampled  ``eval.samples`` at ``eval.temperature``, split evenly over the tags
+Metrics (see ``ssft.metrics``) come from the sampled set, and again from the greedy set with suffix
+``_greedy``. ``details.jsonl`` holds one line per generation, so every figure can be recomputed.
+Run: ``ssft evaluate --method ssft``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ssft import metrics, models, traces
+from ssft.config import Config
+from ssft.forking import prompt_ids
+from ssft.models import replace_dir
+from ssft.sampling import generate
+from ssft.tasks import extract_answer, get_task
+from ssft.tasks.base import problem_from
+from ssft.trainer import STATS_FILE
+
+log = logging.getLogger(__name__)
+
+
+def _generations(cfg: Config, model, tokenizer, questions, tags: list[int | None], greedy: bool) -> list[dict]:  # noqa: ANN001
+    """Details rows of one generation set, in (question, tag, sample) order."""
+    per_tag = 1 if greedy else cfg.eval.samples // len(tags)
+    prompts = [prompt_ids(tokenizer, q.question, t) for q in questions for t in tags]
+    outs = generate(model, tokenizer, prompts, per_tag, None if greedy else cfg.eval.temperature,
+                    cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
+    rows = []
+    for k, samples in enumerate(outs):
+        q, tag = questions[k // len(tags)], tags[k % len(tags)]
+        problem = problem_from(q.question_id, q.question, q.answer)
+        for s, smp in enumerate(samples):
+            rows.append({"question_id": q.question_id, "tag": tag, "sample": s,
+                         "temperature": 0.0 if greedy else cfg.eval.temperature, "text": smp.text,
+                         "answer": extract_answer(smp.text), "correct": task.check(problem, smp.text),
+                         "mode": task.classify(problem, smp.text), "length": smp.length})
+    return rows
+
+
+def _as_generations(rows: list[dict], n_tags: int) -> list[metrics.Generation]:
+    gens = [metrics.Generation(r["question_id"], r["tag"], r["sample"], r["answer"], r["correct"], r["mode"],
+                               r["length"]) for r in rows]
+    # The untagged greedy set has one (deterministic) generation per question: its N-sample rounds are
+    # that generation N times.
+    if gens and gens[0].tag is None and all(g.sample == 0 for g in gens):
+        gens = [metrics.Generation(g.question_id, None, s, g.answer, g.correct, g.mode, g.length)
+                for g in gens for s in range(n_tags)]
+    return gens
+
+
+def best_tag(model_dir: Path) -> int | None:
+    """The tag matched to the most distinct sources in training (paper Eq. 4 style), from train stats."""
+    f = Path(model_dir) / STATS_FILE
+    if not f.exists():
+        return None
+    totals = json.loads(f.read_text()).get("tag_source_totals", {})
+    tagged = {int(t): c for t, c in totals.items() if int(t) > 0}
+    return metrics.best_tag(tagged) if tagged else None
+
+
+def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> dict:
+    """Evaluate one trained model on the held-out split; write ``out_dir`` atomically; return metrics."""
+    t0 = time.monotonic()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer, meta = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
+    model.to(device)
+    n = meta["num_tags"]
+    questions, _ = traces.load(eval_file, n)
+    tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
+    torch.manual_seed(cfg.seed)
+    greedy = _generations(cfg, model, tokenizer, questions, tags, greedy=True)
+    sampled = _generations(cfg, model, tokenizer, questions, tags, greedy=False)
+    best = best_tag(model_dir) if tags[0] is not None else None
+    result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best),
+              **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),
+              "best_tag": best or 0, "eval_seconds": time.monotonic() - t0}
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    with open(tmp / "details.jsonl", "w") as f:
+        for row in greedy + sampled:
+            f.write(json.dumps(row) + "\n")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    replace_dir(tmp, out_dir)
+    log.info("%s: %s", meta["method"], {k: round(result[k], 3) for k in ("pass@1", "cons@N", "coverage",
+                                                                          "coverage_greedy", "purity")})
+    return result
+
+

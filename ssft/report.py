@@ -1,0 +1,45 @@
+"""The report stage: every method's metrics side by side in ``results/summary.md`` and ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Rows of the summary table, in reading order: accuracy and voting, then diversity of modes.
+HEADLINE = ("pass@1", "pass@1_best_tag", "mean_acc", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity",
+            "nmi", "blended", "pass@1_greedy", "cons@N_greedy", "pass@N_greedy", "coverage_greedy",
+            "purity_greedy", "nmi_greedy", "blended_greedy")
+
+
+def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
+    out = {}
+    for m in methods:
+        f = Path(results_dir) / m / "metrics.json"
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: missing; run `ssft evaluate --method {m}` first")
+        out[m] = json.loads(f.read_text())
+    return out
+
+
+def markdown(table: dict[str, dict]) -> str:
+    methods = list(table)
+    extra = sorted({k for m in methods for k in table[m] if k.startswith(("cons@", "pass@")) and k not in HEADLINE
+                    and not k.endswith("_ties")}, key=lambda k: (k.endswith("_greedy"), k))
+    lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for key in [*HEADLINE, *extra]:
+        if any(key in table[m] for m in methods):
+            cells = [f"{table[m][key]:.3f}" if key in table[m] else "–" for m in methods]
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results_dir: Path, methods: list[str]) -> str:
+    table = collect(results_dir, methods)
+    text = "# SSFT vs baselines\n\nSampled metrics at eval.temperature; `_greedy` = one greedy generation " \
+           "per tag.\n\n" + markdown(table)
+    for name, body in (("summary.md", text), ("summary.json", json.dumps(table, indent=2, sort_keys=True))):
+        tmp = Path(results_dir) / f"{name}.tmp"
+        tmp.write_text(body)
+        os.replace(tmp, Path(results_dir) / name)
+    return text

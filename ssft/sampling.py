@@ -1,0 +1,53 @@
+"""Tag-prompted parallel generation: many prompts x many samples per ``generate`` call, left-padded.
+
+A request is (prompt ids, number of samples). Greedy decoding is one sample per prompt; sampling draws
+``n`` per prompt through ``num_return_sequences`` so the prompt is encoded once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str     # decoded generation, special tokens removed, cut at end-of-sequence
+    length: int   # generated tokens, end-of-sequence included
+
+
+@torch.no_grad()
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[int]], n: int,
+             temperature: float | None, top_p: float = 1.0, max_new_tokens: int = 64,
+             batch_size: int = 256) -> list[list[Sample]]:
+    """``n`` samples per prompt (``temperature=None``: greedy, then n must be 1)."""
+    if temperature is None and n != 1:
+        raise ValueError("greedy decoding is deterministic: ask for n=1")
+    model.eval()
+    per_call = max(1, batch_size // n)
+    out: list[list[Sample]] = []
+    for start in range(0, len(prompts), per_call):
+        chunk = prompts[start: start + per_call]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for k, p in enumerate(chunk):
+            ids[k, width - len(p):], mask[k, width - len(p):] = torch.tensor(list(p)), 1
+        kwargs = {"do_sample": False} if temperature is None else {
+            "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+        seqs = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                              max_new_tokens=max_new_tokens, num_return_sequences=n,
+                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
+        new = seqs[:, width:].tolist()
+        for k in range(len(chunk)):
+            out.append([_sample(tokenizer, new[k * n + s]) for s in range(n)])
+    return out
+
+
+def _sample(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> Sample:
+    eos = tokenizer.eos_token_id
+    end = ids.index(eos) + 1 if eos in ids else len(ids)
+    return Sample(tokenizer.decode(ids[:end], skip_special_tokens=True), end)

@@ -1,0 +1,16 @@
+"""Synthetic task families, by name: ``get_task("add4", marked=True)``."""
+
+from ssft.tasks.add4 import Add4
+from ssft.tasks.base import Problem, Task, extract_answer
+from ssft.tasks.mult import Mult
+
+TASKS: dict[str, type[Task]] = {"add4": Add4, "mult": Mult}
+
+
+def get_task(name: str, **options: object) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"task.name={name!r} is not a task; choose one of {sorted(TASKS)}")
+    return TASKS[name](**options)
+
+
+__all__ = ["Problem", "Task", "TASKS", "extract_answer", "get_task"]

@@ -1,0 +1,307 @@
+"""SSFT, SFT, random-tag and fixed-tag training on transformers' Trainer.
+
+Every method trains the very same sequences per step: all M traces of each question in the batch, each
+under one tag. They differ only in which tag a trace gets:
+
+    ssft    Hungarian matching on the no-grad cost (paper Eq. 2-3), recomputed every step
+    sft     one shared ``<think>`` for every trace ("SFT-mixed")
+    random  a fresh random injective assignment every step
+    fixed   tag i always gets strategy i (an oracle, synthetic tasks only)
+
+The Trainer supplies checkpoints, exact resume, accumulation, schedules and multi-device; this module
+adds a question-level dataset, a ``compute_loss`` override and a callback that keeps the assignment
+statistics inside checkpoints. Run: ``ssft train --method ssft``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState, PrinterCallback
+
+from ssft.config import Config
+from ssft.forking import completion_ids, prompt_ids, question_ids
+from ssft.matching import MatchStats, ScoreItem, assign, score_costs
+from ssft.traces import QuestionTraces
+
+log = logging.getLogger(__name__)
+STATS_FILE = "train_stats.json"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question, tokenized: prompts[0] is the shared-tag prompt, prompts[i] the ``<think i>`` one."""
+
+    question_id: str
+    prompts: tuple[tuple[int, ...], ...]
+    tag_pos: int                                # index of the tag token in every prompt
+    completions: tuple[tuple[int, ...], ...]    # M traces + eos
+    sources: tuple[str, ...]
+    strategy: tuple[int, ...]                   # 0-based index of each trace's source (``fixed``)
+
+
+def tokenize(questions: Sequence[QuestionTraces], tokenizer: PreTrainedTokenizerBase, num_tags: int,
+             source_order: Sequence[str], max_length: int) -> list[Example]:
+    """Tokenize every question once, with the prompt layout evaluation uses too."""
+    out = []
+    for q in questions:
+        prompts = tuple(tuple(prompt_ids(tokenizer, q.question, t)) for t in [None, *range(1, num_tags + 1)])
+        comps = tuple(tuple(completion_ids(tokenizer, tr)) for tr in q.traces)
+        longest = max(len(p) for p in prompts) + max(len(c) for c in comps)
+        if longest > max_length:
+            raise ValueError(f"question {q.question_id!r}: prompt + trace is {longest} tokens, over "
+                             f"model.max_length={max_length}; raise model.max_length or shorten the traces")
+        out.append(Example(q.question_id, prompts, len(question_ids(tokenizer, q.question)), comps, q.sources,
+                           tuple(source_order.index(s) for s in q.sources)))
+    return out
+
+
+class QuestionDataset(torch.utils.data.Dataset):
+    """Question-level: shuffling never splits a question's traces, and an epoch counts questions."""
+
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"example": self.examples[i]}
+
+
+def collate(batch: list[dict]) -> dict:
+    """Keep the examples whole; sequences are built in ``compute_loss`` once the tags are known."""
+    return {"examples": [b["example"] for b in batch]}
+
+
+def choose_tags(method: str, ex: Example, num_tags: int, cost: np.ndarray | None,
+                rng: np.random.Generator) -> list[int | None]:
+    """The tag (1-based; None = shared) each of the example's traces is trained under."""
+    m = len(ex.completions)
+    if method == "ssft":
+        return [int(t) + 1 for t in assign(cost)]
+    if method == "sft":
+        return [None] * m
+    if method == "random":
+        return [int(t) + 1 for t in rng.permutation(num_tags)[:m]]
+    if method == "fixed":
+        if max(ex.strategy) >= num_tags:
+            raise ValueError(f"method 'fixed' needs ssft.num_tags >= {max(ex.strategy) + 1} (one tag per source)")
+        return [s + 1 for s in ex.strategy]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def build_batch(examples: Sequence[Example], tags: Sequence[Sequence[int | None]], pad_id: int,
+                tag_in_loss: bool) -> dict[str, torch.Tensor]:
+    """Right-padded (question, tag, trace) rows with labels on the trace (and the tag, if trained).
+
+    >>> # prompt [1, 7, 9] with the tag at index 2, completion [5, 2]:
+    >>> # input_ids [1, 7, 9, 5, 2], labels [-100, -100, 9, 5, 2] (tag_in_loss) or [-100, -100, -100, 5, 2]
+    """
+    rows, labels = [], []
+    for ex, ex_tags in zip(examples, tags):
+        for comp, tag in zip(ex.completions, ex_tags):
+            prompt = ex.prompts[tag or 0]
+            keep = ex.tag_pos if tag_in_loss else len(prompt)
+            rows.append(list(prompt) + list(comp))
+            labels.append([-100] * keep + list(prompt[keep:]) + list(comp))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, (r, lb) in enumerate(zip(rows, labels)):
+        ids[k, : len(r)], lab[k, : len(r)], mask[k, : len(r)] = torch.tensor(r), torch.tensor(lb), 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL over labelled tokens, and their count (sum first, divide once)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="sum")
+    return loss, int((labels != -100).sum())
+
+
+class StatsCallback(TrainerCallback, ExportableState):
+    """Holds the MatchStats; being an ExportableState, it is saved in (and restored from) checkpoints."""
+
+    def __init__(self, num_tags: int, stats: dict | None = None) -> None:
+        self.stats = MatchStats.from_state(stats) if stats else MatchStats(num_tags)
+
+    def state(self) -> dict:
+        return {"args": {"num_tags": self.stats.num_tags, "stats": self.stats.state()}, "attributes": {}}
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if self.stats.questions:
+            s = self.stats.close_epoch(len(self.stats.history), state.global_step)
+            if state.is_world_process_zero:
+                churn = "-" if s["churn"] is None else f"{s['churn']:.3f}"
+                log.info("epoch %d (step %d): churn %s, assignment entropy %.3f, matched cost %s, tag match %s",
+                         s["epoch"], s["step"], churn, s["assignment_entropy"], s["mean_matched_cost"],
+                         {t: round(v, 2) for t, v in s["tag_match_rate"].items()})
+
+
+class ProgressCallback(TrainerCallback):
+    """One line per logging step, fixed key order: step, loss, lr, steps/s, tokens/s, ETA."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.step0 = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.t0, self.step0 = time.monotonic(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero or "loss" not in (logs or {}):
+            return
+        rate = (state.global_step - self.step0) / max(time.monotonic() - self.t0, 1e-9)
+        eta = (state.max_steps - state.global_step) / max(rate, 1e-9)
+        log.info("step %d/%d  loss %.4f  lr %.2e  %.2f steps/s  %.0f tok/s  ETA %dm%02ds", state.global_step,
+                 state.max_steps, logs["loss"], logs.get("learning_rate", 0.0), rate, logs.get("tokens_per_s", 0.0),
+                 eta // 60, eta % 60)
+
+
+class SSFTTrainer(Trainer):
+    """The Trainer with a set loss: pick each trace's tag, then ordinary next-token loss."""
+
+    # Our loss is a per-micro-batch token mean, so the Trainer must still divide by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, method: str, cfg: Config, pad_id: int, **kwargs) -> None:  # noqa: ANN002
+        super().__init__(*args, **kwargs)
+        self.method, self.cfg, self.pad_id = method, cfg, pad_id
+        self._buf: dict[str, float] = {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0}
+        self._t_log = time.monotonic()
+
+    def _stats(self) -> MatchStats:
+        # Looked up every time: on resume the Trainer replaces the callback object with a restored one.
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, StatsCallback)).stats
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        examples: list[Example] = inputs["examples"]
+        n = self.cfg.ssft.num_tags
+        costs: list[np.ndarray | None] = [None] * len(examples)
+        if self.method == "ssft":
+            items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in examples]
+            costs = score_costs(self.accelerator.unwrap_model(model), items, self.cfg.ssft.cost_tokens,
+                                self.pad_id, self.cfg.ssft.prefix_cache)
+        key = zlib.crc32("|".join(ex.question_id for ex in examples).encode())
+        rng = np.random.default_rng([self.cfg.seed, self.state.global_step, key, self.args.process_index])
+        tags = [choose_tags(self.method, ex, n, c, rng) for ex, c in zip(examples, costs)]
+        self._record(examples, tags, costs)
+        batch = {k: v.to(self.args.device) for k, v in build_batch(examples, tags, self.pad_id,
+                                                                    self.cfg.ssft.tag_in_loss).items()}
+        loss_sum, count = sequence_loss(model, batch)
+        self._buf["tokens"] += float(batch["attention_mask"].sum())
+        return loss_sum / max(count, 1)
+
+    def _record(self, examples: list[Example], tags: list[list[int | None]], costs: list) -> None:
+        """Add this micro-batch's assignments to the statistics, gathered over all ranks."""
+        rows = [(ex.question_id, ex.sources, t,
+                 [] if c is None else [float(c[j, (tj or 1) - 1]) for j, tj in enumerate(t)])
+                for ex, t, c in zip(examples, tags, costs)]
+        if self.args.world_size > 1:
+            gathered: list = [None] * self.args.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        stats = self._stats()
+        for qid, sources, t, c in rows:
+            stats.record(qid, sources, t, c)
+            self._buf["cost"] += sum(c)
+            self._buf["cost_n"] += len(c)
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now = time.monotonic()
+            logs["tokens_per_s"] = self._buf["tokens"] * self.args.world_size / max(now - self._t_log, 1e-9)
+            if self._buf["cost_n"]:
+                logs["matched_cost"] = self._buf["cost"] / self._buf["cost_n"]
+            self._buf = {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0}
+            self._t_log = now
+        super().log(logs, start_time)
+
+
+def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
+    """What a checkpoint depends on; a resume with anything else changed starts over."""
+    relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval",)}
+    relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in ("methods", "save_steps", "logging_steps")}
+    h = hashlib.sha256(json.dumps([relevant, method], sort_keys=True, default=str).encode())
+    h.update(Path(traces_file).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """Newest ``checkpoint-*`` that finished writing (a kill mid-save leaves one without trainer_state)."""
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(ckpt_dir), max_steps=t.max_steps, per_device_train_batch_size=t.questions_per_step,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm or None,
+        logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=2, report_to="none",
+        remove_unused_columns=False, restore_callback_states_from_checkpoint=True, seed=cfg.seed,
+        data_seed=cfg.seed, disable_tqdm=True, bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False, dataloader_num_workers=0,
+    )
+
+
+def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+          examples: list[Example], ckpt_dir: Path, callbacks: Sequence[TrainerCallback] = ()) -> tuple[
+              PreTrainedModel, dict]:
+    """Train ``model`` in place with ``method``; resumes from ``ckpt_dir`` when a matching checkpoint exists.
+
+    Returns the model and the training statistics (per-epoch assignment stats, totals, log history).
+    """
+    stats_cb = StatsCallback(cfg.ssft.num_tags)
+    trainer = SSFTTrainer(model=model, args=training_args(cfg, ckpt_dir), train_dataset=QuestionDataset(examples),
+                          data_collator=collate, callbacks=[stats_cb, ProgressCallback(), *callbacks],
+                          method=method, cfg=cfg, pad_id=tokenizer.pad_token_id)
+    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one line per log instead
+    resume = last_complete_checkpoint(ckpt_dir)
+    if resume:
+        log.info("resuming %s from %s", method, resume)
+    t0 = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    stats = trainer._stats()
+    if stats.questions:
+        stats.close_epoch(len(stats.history), trainer.state.global_step)
+    out = {"method": method, "steps": trainer.state.global_step, "train_seconds": time.monotonic() - t0,
+           "train_loss": result.training_loss, "epochs": stats.history,
+           "tag_source_totals": {str(k): v for k, v in sorted(stats.totals().items())},
+           "log_history": trainer.state.log_history}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return trainer.accelerator.unwrap_model(trainer.model), out
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, fp: str) -> None:
+    """Keep checkpoints only if they belong to this exact configuration and data."""
+    marker = ckpt_dir / "fingerprint"
+    if ckpt_dir.exists() and (not marker.exists() or marker.read_text() != fp):
+        log.info("%s holds checkpoints of another configuration; starting over", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fp)
+
+
+def is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
+        torch.distributed.get_rank() == 0
+
+
