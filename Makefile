@@ -7,7 +7,10 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: run test lint clean-venv
 
@@ -20,7 +23,6 @@ $(VENV)/.installed: pyproject.toml
 
 ## run: the default demo (synthetic add4 task, tiny model, CPU) through `dvc repro`
 run: $(VENV)/.installed
-	$(BIN)/dvc config core.analytics false
 	$(BIN)/dvc repro
 	@cat results/summary.md
 
