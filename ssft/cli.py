@@ -72,32 +72,10 @@ def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    import torch
+    from ssft.trainer import run_stage
 
-    from ssft import models, traces, trainer
-
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    train_file = Path(args.traces) / "train.parquet"
-    questions, report = traces.load(train_file, cfg.ssft.num_tags)
-    sources = sorted({s for q in questions for s in q.sources})
-    if cfg.task.name and all(q.modes[0] for q in questions):
-        from ssft.tasks import get_task
-
-        order = list(get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options).strategies)
-        sources = [s for s in order if s in sources] + [s for s in sources if s not in order]
-    model, tokenizer = models.build(cfg.model, cfg.ssft.num_tags, cfg.seed)
-    examples = trainer.tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, cfg.model.max_length)
-    ckpt = Path(args.checkpoints) / args.method
-    trainer.prepare_checkpoint_dir(ckpt, trainer.fingerprint(cfg, args.method, train_file))
-    log.info("train %s: %d questions, %d traces, %.2fM params", args.method, report["questions"],
-             report["traces"], sum(p.numel() for p in model.parameters()) / 1e6)
-    model, stats = trainer.train(cfg, args.method, model, tokenizer, examples, ckpt)
-    if trainer.is_main_process():
-        meta = {"method": args.method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
-                "sources": sources}
-        models.save(model, tokenizer, Path(args.models) / args.method, meta,
-                    extra={trainer.STATS_FILE: json.dumps(stats, indent=1, default=str)})
+    run_stage(cfg, args.method, Path(args.traces) / "train.parquet", Path(args.models) / args.method,
+              Path(args.checkpoints) / args.method)
 
 
 def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:

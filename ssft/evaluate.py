@@ -29,7 +29,7 @@ from ssft.trainer import STATS_FILE
 log = logging.getLogger(__name__)
 
 
-def _generations(cfg: Config, model, tokenizer, questions, tags: list[int | None], greedy: bool) -> list[dict]:  # noqa: ANN001
+def _generations(cfg: Config, model, tokenizer, questions, tags: list[int | None], greedy: bool) -> list[dict]:
     """Details rows of one generation set, in (question, tag, sample) order."""
     per_tag = 1 if greedy else cfg.eval.samples // len(tags)
     prompts = [prompt_ids(tokenizer, q.question, t) for q in questions for t in tags]
@@ -89,8 +89,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> di
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     with open(tmp / "details.jsonl", "w") as f:
-        for row in greedy + sampled:
-            f.write(json.dumps(row) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in greedy + sampled)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)
     log.info("%s: %s", meta["method"], {k: round(result[k], 3) for k in ("pass@1", "cons@N", "coverage",

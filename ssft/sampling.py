@@ -6,8 +6,8 @@ A request is (prompt ids, number of samples). Greedy decoding is one sample per 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback
 
+from ssft import models, traces
 from ssft.config import Config
 from ssft.forking import completion_ids, prompt_ids, question_ids
 from ssft.matching import MatchStats, ScoreItem, assign, score_costs
+from ssft.tasks import get_task
 from ssft.traces import QuestionTraces
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ class StatsCallback(TrainerCallback, ExportableState):
     def state(self) -> dict:
         return {"args": {"num_tags": self.stats.num_tags, "stats": self.stats.state()}, "attributes": {}}
 
-    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_epoch_end(self, args, state, control, **kwargs):
         if self.stats.questions:
             s = self.stats.close_epoch(len(self.stats.history), state.global_step)
             if state.is_world_process_zero:
@@ -160,10 +162,10 @@ class ProgressCallback(TrainerCallback):
         self.t0 = time.monotonic()
         self.step0 = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_train_begin(self, args, state, control, **kwargs):
         self.t0, self.step0 = time.monotonic(), state.global_step
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or "loss" not in (logs or {}):
             return
         rate = (state.global_step - self.step0) / max(time.monotonic() - self.t0, 1e-9)
@@ -179,7 +181,7 @@ class SSFTTrainer(Trainer):
     # Our loss is a per-micro-batch token mean, so the Trainer must still divide by the accumulation steps.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, method: str, cfg: Config, pad_id: int, **kwargs) -> None:  # noqa: ANN002
+    def __init__(self, *args, method: str, cfg: Config, pad_id: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.method, self.cfg, self.pad_id = method, cfg, pad_id
         self._buf: dict[str, float] = {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0}
@@ -189,7 +191,7 @@ class SSFTTrainer(Trainer):
         # Looked up every time: on resume the Trainer replaces the callback object with a restored one.
         return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, StatsCallback)).stats
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         examples: list[Example] = inputs["examples"]
         n = self.cfg.ssft.num_tags
         costs: list[np.ndarray | None] = [None] * len(examples)
@@ -305,3 +307,31 @@ def is_main_process() -> bool:
         torch.distributed.get_rank() == 0
 
 
+
+
+def source_order(cfg: Config, questions: Sequence[QuestionTraces]) -> list[str]:
+    """Sources in a stable order: the task's strategy order where it applies, then the rest sorted.
+    Position i is the tag ``fixed`` gives that source."""
+    seen = sorted({s for q in questions for s in q.sources})
+    order = list(get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options).strategies)
+    return [s for s in order if s in seen] + [s for s in seen if s not in order]
+
+
+def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: Path,
+              callbacks: Sequence[TrainerCallback] = ()) -> dict:
+    """The train stage: data -> model -> train (resuming if possible) -> ``out`` written atomically."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    questions, report = traces.load(train_file, cfg.ssft.num_tags)
+    sources = source_order(cfg, questions)
+    model, tokenizer = models.build(cfg.model, cfg.ssft.num_tags, cfg.seed)
+    examples = tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, cfg.model.max_length)
+    prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method, train_file))
+    log.info("train %s: %d questions, %d traces, %.2fM params", method, report["questions"], report["traces"],
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    model, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
+    if is_main_process():
+        meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
+                "sources": sources}
+        models.save(model, tokenizer, out, meta, extra={STATS_FILE: json.dumps(stats, indent=1, default=str)})
+    return stats

@@ -13,4 +13,4 @@ def get_task(name: str, **options: object) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["Problem", "Task", "TASKS", "extract_answer", "get_task"]
+__all__ = ["TASKS", "Problem", "Task", "extract_answer", "get_task"]

@@ -27,7 +27,7 @@ class Mult(Task):
 
     def sample_operands(self, rng: random.Random) -> tuple[int, ...]:
         # Neither operand a multiple of 10, so every strategy has two non-trivial parts.
-        pick = lambda: rng.choice([x for x in range(11, 100) if x % 10])  # noqa: E731
+        pick = lambda: rng.choice([x for x in range(11, 100) if x % 10])
         return (pick(), pick())
 
     def question_text(self, operands: tuple[int, ...]) -> str:

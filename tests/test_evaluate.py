@@ -1,0 +1,64 @@
+"""Evaluation: the files and keys the issue names, generation counts, and metrics recomputable from details."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_cfg
+
+from ssft import metrics
+from ssft.evaluate import _as_generations, evaluate
+from ssft.report import write_report
+from ssft.trainer import run_stage
+
+KEYS = {"pass@1", "pass@1_best_tag", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity", "nmi", "blended",
+        "cons@8", "pass@8", "mean_acc"}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ssft import traces
+    from ssft.tasks import get_task
+
+    root = tmp_path_factory.mktemp("eval")
+    cfg = tiny_cfg(**{"eval.ks": [2, 8]})
+    for split, rows in traces.synthetic_splits(get_task("add4", marked=True), 32, 8, 0).items():
+        traces.write(rows, root / "data" / f"{split}.parquet")
+    for method in ("ssft", "sft"):
+        run_stage(cfg, method, root / "data" / "train.parquet", root / "models" / method, root / "ckpt" / method)
+        evaluate(cfg, root / "models" / method, root / "data" / "eval.parquet", root / "results" / method)
+    return root
+
+
+@pytest.mark.parametrize("method, greedy_per_q", [("ssft", 4), ("sft", 1)])
+def test_outputs_and_keys(evaluated: Path, method: str, greedy_per_q: int) -> None:
+    m = json.loads((evaluated / "results" / method / "metrics.json").read_text())
+    assert KEYS <= set(m) and {k + "_greedy" for k in ("pass@1", "cons@N", "coverage", "purity", "nmi")} <= set(m)
+    assert all(isinstance(v, (int, float)) for v in m.values())
+    rows = [json.loads(line) for line in (evaluated / "results" / method / "details.jsonl").read_text().splitlines()]
+    greedy = [r for r in rows if r["temperature"] == 0]
+    sampled = [r for r in rows if r["temperature"] > 0]
+    assert len(greedy) == 8 * greedy_per_q and len(sampled) == 8 * 8
+    assert {"question_id", "tag", "sample", "temperature", "text", "answer", "correct", "mode"} <= set(rows[0])
+    if method == "sft":
+        assert {r["tag"] for r in rows} == {None} and m["coverage_greedy"] <= 1
+    else:
+        assert {r["tag"] for r in greedy} == {1, 2, 3, 4}
+        assert m.get("acc_tag1") is not None
+
+
+@pytest.mark.parametrize("method", ["ssft", "sft"])
+def test_metrics_recompute_from_details(evaluated: Path, method: str) -> None:
+    m = json.loads((evaluated / "results" / method / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (evaluated / "results" / method / "details.jsonl").read_text().splitlines()]
+    sampled = _as_generations([r for r in rows if r["temperature"] > 0], 4)
+    again = metrics.compute_metrics(sampled, 4, [2, 8], m["best_tag"] or None)
+    assert {k: m[k] for k in again} == again
+
+
+def test_report_puts_methods_side_by_side(evaluated: Path) -> None:
+    text = write_report(evaluated / "results", ["ssft", "sft"])
+    assert "| metric | ssft | sft |" in text and "| coverage_greedy |" in text
+    assert json.loads((evaluated / "results" / "summary.json").read_text()).keys() == {"ssft", "sft"}
+    with pytest.raises(FileNotFoundError, match="ssft evaluate --method random"):
+        write_report(evaluated / "results", ["random"])

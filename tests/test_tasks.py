@@ -1,0 +1,77 @@
+"""Tasks: every strategy's trace is classified as itself, answers check, blends and junk are None."""
+
+import pytest
+
+from ssft.tasks import TASKS, extract_answer, get_task
+from ssft.tasks.base import problem_from
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("marked", [False, True])
+def test_every_strategy_is_classified_as_itself(name: str, marked: bool) -> None:
+    task = get_task(name, marked=marked)
+    for p in task.problems(300, seed=1):
+        for s in task.strategies:
+            trace = task.render(p, s)
+            assert task.classify(p, trace) == s, f"{name} {p.question} {s}: {trace}"
+            assert task.check(p, trace), trace
+
+
+def test_add4_traces_exactly() -> None:
+    task = get_task("add4", marked=True)
+    p = task.problem((3, 2, 5, 2))
+    assert p.question == "3+2+5+2?" and p.answer == "12"
+    assert [task.render(p, s) for s in task.strategies] == [
+        "L3+2=5,5+5=10,10+2=12#12", "R2+5=7,7+2=9,9+3=12#12", "P3+2=5,5+2=7,5+7=12#12",
+        "S5,3,2,2;5+3=8,8+2=10,10+2=12#12"]
+
+
+def test_mult_traces_exactly() -> None:
+    task = get_task("mult")
+    p = task.problem((47, 86))
+    assert [task.render(p, s) for s in task.strategies] == [
+        "47*6=282,47*80=3760,282+3760=4042#4042", "40*86=3440,7*86=602,3440+602=4042#4042",
+        "40*80=3200,40*6=240,7*80=560,7*6=42,3200+240+560+42=4042#4042", "47*90=4230,47*4=188,4230-188=4042#4042"]
+
+
+@pytest.mark.parametrize("text, mode, correct", [
+    ("L3+2=5,5+5=10,10+2=12#12", "l2r", True),
+    ("L3+2=6,6+5=11,11+2=13#13", "l2r", False),      # arithmetic slips keep the structure
+    ("L3+2=5,5+2=7,5+7=12#12", None, True),          # l2r marker, pair body: a blend
+    ("3+2=5,5+5=10,10+2=12#12", None, True),         # marker missing
+    ("L3+2=5,5+5=10", None, False),                  # unfinished
+    ("", None, False),
+    ("#12", None, True),
+])
+def test_classify_and_check_generated_text(text: str, mode: str | None, correct: bool) -> None:
+    task = get_task("add4", marked=True)
+    p = task.problem((3, 2, 5, 2))
+    assert task.classify(p, text) == mode
+    assert task.check(p, text) == correct
+
+
+@pytest.mark.parametrize("text, answer", [("x#12", "12"), ("#007", "7"), ("#-0", "0"), ("12", None), ("#1#2", "2"),
+                                          ("#12 ", "12"), ("#1a", None)])
+def test_extract_answer(text: str, answer: str | None) -> None:
+    assert extract_answer(text) == answer
+
+
+def test_held_out_questions_never_appear_in_training() -> None:
+    task = get_task("add4")
+    held = {p.question_id for p in task.problems(200, seed=5)}
+    train = task.problems(800, seed=6, exclude=held)
+    assert not held & {p.question_id for p in train}
+    assert len({p.question_id for p in train}) == 800
+
+
+def test_problem_from_row_round_trips() -> None:
+    task = get_task("mult", marked=True)
+    p = task.problem((47, 86))
+    assert problem_from(p.question_id, p.question, p.answer) == p
+
+
+def test_unknown_task_and_too_many_questions_are_clear() -> None:
+    with pytest.raises(ValueError, match="task.name='nope'"):
+        get_task("nope")
+    with pytest.raises(ValueError, match="could only make"):
+        get_task("add4", max_operand=2).problems(100, seed=0)

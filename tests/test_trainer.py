@@ -1,0 +1,111 @@
+"""Training: exact batch layout, per-method tags, learning, accumulation scaling, kill-and-resume, and SSFT
+specialising tags where random tags do not."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_cfg
+from transformers import TrainerCallback
+
+from ssft import models
+from ssft.trainer import (Example, build_batch, choose_tags, last_complete_checkpoint, run_stage)
+
+EX = Example("q", prompts=((1, 7, 8), (1, 7, 9), (1, 7, 10)), tag_pos=2, completions=((5, 2), (6, 6, 2)),
+             sources=("a", "b"), strategy=(1, 0))
+
+
+def test_build_batch_exactly() -> None:
+    b = build_batch([EX], [[2, None]], pad_id=0, tag_in_loss=True)
+    assert b["input_ids"].tolist() == [[1, 7, 10, 5, 2, 0], [1, 7, 8, 6, 6, 2]]
+    assert b["labels"].tolist() == [[-100, -100, 10, 5, 2, -100], [-100, -100, 8, 6, 6, 2]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
+    b = build_batch([EX], [[1, 2]], pad_id=0, tag_in_loss=False)
+    assert b["labels"].tolist() == [[-100, -100, -100, 5, 2, -100], [-100, -100, -100, 6, 6, 2]]
+
+
+def test_choose_tags_per_method() -> None:
+    rng = np.random.default_rng(0)
+    cost = np.array([[3.0, 1.0, 2.0], [1.0, 5.0, 5.0]])
+    assert choose_tags("ssft", EX, 3, cost, rng) == [2, 1]
+    assert choose_tags("sft", EX, 3, None, rng) == [None, None]
+    assert choose_tags("fixed", EX, 3, None, rng) == [2, 1]
+    draws = {tuple(choose_tags("random", EX, 3, None, rng)) for _ in range(200)}
+    assert all(len(set(d)) == 2 and set(d) <= {1, 2, 3} for d in draws) and len(draws) == 6
+
+
+def _train(tmp: Path, trace_dir: Path, method: str = "ssft", callbacks: tuple = (), **over: object) -> dict:
+    cfg = tiny_cfg(**over)
+    return run_stage(cfg, method, trace_dir / "train.parquet", tmp / "models" / method, tmp / "ckpt" / method,
+                     callbacks)
+
+
+def test_training_changes_every_parameter_and_writes_the_model(tmp_path: Path, trace_dir: Path) -> None:
+    init, _ = models.build(tiny_cfg().model, 4, seed=0)
+    stats = _train(tmp_path, trace_dir)
+    trained, _, meta = models.load(tmp_path / "models" / "ssft")
+    assert np.isfinite(stats["train_loss"]) and stats["steps"] == 8
+    for (name, a), b in zip(init.named_parameters(), trained.parameters()):
+        assert not torch.equal(a, b), f"{name} did not change"
+    assert meta["sources"] == ["l2r", "r2l", "pair", "sort"] and meta["num_tags"] == 4
+    assert len(stats["epochs"]) == 1 and stats["epochs"][0]["questions"] == 32
+    assert (tmp_path / "models" / "ssft" / "train_stats.json").exists()
+
+
+def test_gradient_accumulation_is_scaled(tmp_path: Path, trace_dir: Path) -> None:
+    """GA=2 x 2 questions must give the gradient of 1 x 4 questions (not 2x: Trainer pitfall 3)."""
+    norms = []
+    for qps, ga in [(4, 1), (2, 2)]:
+        stats = _train(tmp_path / f"ga{ga}", trace_dir, "sft", **{"train.max_steps": 1, "train.logging_steps": 1,
+                                                                  "train.questions_per_step": qps,
+                                                                  "train.grad_accum": ga})
+        norms.append(next(h["grad_norm"] for h in stats["log_history"] if "grad_norm" in h))
+    assert norms[1] == pytest.approx(norms[0], rel=0.05)
+
+
+class Kill(TrainerCallback):
+    """Stops the process mid-run, after a checkpoint was written."""
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if state.global_step == 6:
+            raise KeyboardInterrupt
+
+
+def test_kill_and_resume_gives_identical_weights_and_stats(tmp_path: Path, trace_dir: Path) -> None:
+    straight = _train(tmp_path / "a", trace_dir)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "b", trace_dir, callbacks=(Kill(),))
+    assert not (tmp_path / "b" / "models" / "ssft").exists(), "no model dir before training finished"
+    (tmp_path / "b" / "ckpt" / "ssft" / "checkpoint-7").mkdir()   # a save cut short: must be skipped
+    resumed = _train(tmp_path / "b", trace_dir)
+    a, _, _ = models.load(tmp_path / "a" / "models" / "ssft")
+    b, _, _ = models.load(tmp_path / "b" / "models" / "ssft")
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(x, y), f"{name} differs after resume"
+    assert resumed["epochs"] == straight["epochs"]
+    assert resumed["tag_source_totals"] == straight["tag_source_totals"]
+
+
+def test_last_complete_checkpoint_skips_partial_saves(tmp_path: Path) -> None:
+    for step, complete in [(4, True), (8, True), (12, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-8"
+    assert last_complete_checkpoint(tmp_path / "none") is None
+
+
+def _purity(totals: dict) -> float:
+    """Share of matches that go to each tag's majority source (0.25 = no specialisation with 4 sources)."""
+    return sum(max(c.values()) for c in totals.values()) / sum(sum(c.values()) for c in totals.values())
+
+
+def test_ssft_specialises_tags_where_random_does_not(tmp_path: Path, trace_dir: Path) -> None:
+    over = {"train.max_steps": 48, "ssft.cost_tokens": 4, "train.logging_steps": 48, "train.save_steps": 1000}
+    ssft = _train(tmp_path, trace_dir, "ssft", **over)
+    rand = _train(tmp_path, trace_dir, "random", **over)
+    last_ssft, last_rand = ssft["epochs"][-1]["tag_source_counts"], rand["epochs"][-1]["tag_source_counts"]
+    assert _purity(last_ssft) >= 0.9, last_ssft
+    assert _purity(last_rand) <= 0.5, last_rand
+    assert ssft["epochs"][-1]["churn"] <= 0.1
