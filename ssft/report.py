@@ -8,8 +8,8 @@ from pathlib import Path
 
 # Rows of the summary table, in reading order: accuracy and voting, then diversity of modes.
 HEADLINE = ("pass@1", "pass@1_best_tag", "mean_acc", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity",
-            "nmi", "blended", "pass@1_greedy", "cons@N_greedy", "pass@N_greedy", "coverage_greedy",
-            "purity_greedy", "nmi_greedy", "blended_greedy")
+            "nmi", "blended", "pass@1_greedy", "pass@1_best_tag_greedy", "cons@N_greedy", "cons@N_ties_greedy",
+            "pass@N_greedy", "coverage_greedy", "purity_greedy", "nmi_greedy", "blended_greedy")
 
 
 def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
@@ -25,7 +25,7 @@ def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
 def markdown(table: dict[str, dict]) -> str:
     methods = list(table)
     extra = sorted({k for m in methods for k in table[m] if k.startswith(("cons@", "pass@")) and k not in HEADLINE
-                    and not k.endswith("_ties")}, key=lambda k: (k.endswith("_greedy"), k))
+                    and "_ties" not in k}, key=lambda k: (k.endswith("_greedy"), int(k.split("@")[1].split("_")[0])))
     lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for key in [*HEADLINE, *extra]:
         if any(key in table[m] for m in methods):
