@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint clean-venv
+.PHONY: run up down dvc-run test lint clean-venv
 
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
@@ -21,8 +21,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-## run: the default demo (synthetic add4 task, tiny model, CPU) through `dvc repro`
-run: $(VENV)/.installed
+## run: start the local stack, run the whole pipeline as `prefect deployment run ssft/full`, show the table
+run: up
+	. scripts/env.sh && prefect deployment run ssft/full --watch --watch-timeout 7200
+	@cat results/summary.md
+	@. scripts/env.sh && echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
+
+## up / down: the local Prefect server, MLflow server and deployment server (127.0.0.1 only)
+up: $(VENV)/.installed
+	scripts/up.sh
+
+down:
+	scripts/down.sh
+
+## dvc-run: the same pipeline without Prefect
+dvc-run: $(VENV)/.installed
 	$(BIN)/dvc repro
 	@cat results/summary.md
 

@@ -4,6 +4,7 @@
     ssft train --method ssft         # models/ssft/
     ssft evaluate --method ssft      # results/ssft/{metrics.json,details.jsonl}
     ssft report                      # results/summary.md
+    ssft register                    # SSFT model -> MLflow registry; results/registry.json
 Every command reads ``params.yaml`` (``--params``) and accepts ``--set key=value`` overrides.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +43,21 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--results", default="results", help="results directory (results/<method>)")
     r = sub.add_parser("report", help="summarise all methods side by side")
     r.add_argument("--results", default="results")
+    g = sub.add_parser("register", help="register the trained SSFT model in the MLflow registry")
+    g.add_argument("--method", default="ssft", choices=config_mod.METHODS)
+    g.add_argument("--models", default="models")
+    g.add_argument("--results", default="results")
+    g.add_argument("--out", default="results/registry.json", help="what was registered (a DVC output)")
     return p
+
+
+def _tracker(cfg: config_mod.Config, args: argparse.Namespace):  # noqa: ANN202
+    """MLflow for this stage, or None when tracking is off (then mlflow is never imported)."""
+    if not cfg.tracking.enabled:
+        return None
+    from ssft.tracking import Tracker
+
+    return Tracker(cfg, Path(args.params).resolve().parent)
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -74,8 +90,14 @@ def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft.trainer import run_stage
 
-    run_stage(cfg, args.method, Path(args.traces) / "train.parquet", Path(args.models) / args.method,
-              Path(args.checkpoints) / args.method)
+    train_file, out = Path(args.traces) / "train.parquet", Path(args.models) / args.method
+    tracker = _tracker(cfg, args)
+    if tracker is None:
+        run_stage(cfg, args.method, train_file, out, Path(args.checkpoints) / args.method)
+        return
+    with tracker.training_run(args.method, train_file) as run:
+        stats = run_stage(cfg, args.method, train_file, out, Path(args.checkpoints) / args.method, run.callbacks())
+        run.finish(out, stats)
 
 
 def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
@@ -85,8 +107,22 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(cfg.train.threads)
-    evaluate(cfg, Path(args.models) / args.method, Path(args.traces) / "eval.parquet",
-             Path(args.results) / args.method)
+    model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
+    evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out)
+    tracker = _tracker(cfg, args)
+    if tracker is not None:
+        tracker.log_eval(args.method, model_dir, out)
+
+
+def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    tracker = _tracker(cfg, args)
+    metrics = json.loads((Path(args.results) / args.method / "metrics.json").read_text())
+    info = tracker.register(Path(args.models) / args.method, metrics) if tracker else {"registered": False}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(out)
 
 
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
@@ -104,10 +140,19 @@ def _quiet_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}
+COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
+            "register": cmd_register}
+
+
+# Nothing here is ever downloaded and nothing phones home; a user's explicit setting still wins.
+OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                    "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
+                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "DVC_NO_ANALYTICS": "1"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)

@@ -85,6 +85,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = _f(True, "log runs, curves, plots and models to MLflow (false = no MLflow at all)")
+    uri: str | None = _f(None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite under <project>/mlruns")
+    artifacts: str | None = _f(None, "artifact root of new experiments; null = <project>/mlruns/artifacts")
+    experiment: str | None = _f(None, "MLflow experiment; null = ssft-<task.name>")
+    register: bool = _f(True, "register the trained SSFT model in the MLflow registry with aliases")
+    model_name: str | None = _f(None, "registered model name; null = ssft-<task.name>")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = _f(0, "one seed for data, init, matching ties and sampling")
     task: TaskConfig = _f(None, "")
@@ -93,15 +103,15 @@ class Config:
     ssft: SSFTConfig = _f(None, "")
     train: TrainConfig = _f(None, "")
     eval: EvalConfig = _f(None, "")
+    tracking: TrackingConfig = _f(None, "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 SECTIONS = {"task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
-            "train": TrainConfig, "eval": EvalConfig}
-# Sections other stages own (e.g. tracking, used by the orchestration layer) pass through unchecked here.
-FOREIGN_SECTIONS = {"tracking", "flow"}
+            "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig}
+FOREIGN_SECTIONS: set[str] = set()
 
 
 class ConfigError(ValueError):

@@ -93,7 +93,8 @@ def _score_one(model: PreTrainedModel, item: ScoreItem, cost_tokens: int, pad_id
     return np.array(_nll(logits, ids, spans), dtype=np.float64).reshape(m, n)
 
 
-def _score_grouped(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int) -> list[np.ndarray]:
+def _score_grouped(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int,
+                   pad_id: int) -> list[np.ndarray]:
     """Questions whose shared prefix has the same length run together: one prefix forward for the group,
     its KV cache repeated for each of the question's M*N rows, then one forward over the tails."""
     results: list[np.ndarray | None] = [None] * len(items)

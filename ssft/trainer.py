@@ -237,8 +237,9 @@ class SSFTTrainer(Trainer):
 
 def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
     """What a checkpoint depends on; a resume with anything else changed starts over."""
-    relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval",)}
-    relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in ("methods", "save_steps", "logging_steps")}
+    relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval", "tracking")}
+    bookkeeping = ("methods", "save_steps", "logging_steps")
+    relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in bookkeeping}
     h = hashlib.sha256(json.dumps([relevant, method], sort_keys=True, default=str).encode())
     h.update(Path(traces_file).read_bytes())
     return h.hexdigest()[:16]
@@ -274,6 +275,9 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
     trainer = SSFTTrainer(model=model, args=training_args(cfg, ckpt_dir), train_dataset=QuestionDataset(examples),
                           data_collator=collate, callbacks=[stats_cb, ProgressCallback(), *callbacks],
                           method=method, cfg=cfg, pad_id=tokenizer.pad_token_id)
+    for cb in callbacks:
+        if hasattr(cb, "use_stats"):  # e.g. tracking: reads the live statistics, which resume replaces
+            cb.use_stats(trainer._stats)
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one line per log instead
     resume = last_complete_checkpoint(ckpt_dir)
     if resume:

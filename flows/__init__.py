@@ -1,0 +1,1 @@
+"""Prefect orchestration of the DVC pipeline (``flows/pipeline.py``) and the process that serves it."""

@@ -1,0 +1,33 @@
+"""Serve the ``ssft`` flow's deployments (``full`` and ``smoke``) from this process.
+
+    python -m flows.serve        # started by `make up`; then: prefect deployment run ssft/full --watch
+
+``serve`` freezes the flow code at start: restart it (``make down up``) after editing flows/.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.pipeline import ssft
+
+# The smoke run: the whole pipeline, tiny, in a scratch copy, with its own MLflow experiment and model name.
+SMOKE = {
+    "traces.train_questions": 32, "traces.eval_questions": 16,
+    "model.hidden_size": 32, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 64,
+    "train.max_steps": 16, "train.questions_per_step": 4, "train.warmup_steps": 2, "train.save_steps": 8,
+    "train.logging_steps": 4, "eval.samples": 8, "eval.ks": [8], "eval.max_new_tokens": 40,
+    "tracking.experiment": "ssft-smoke", "tracking.model_name": "ssft-smoke",
+}
+
+
+def main() -> None:
+    serve(
+        ssft.to_deployment(name="full", description="The whole pipeline on params.yaml, in this project."),
+        ssft.to_deployment(name="smoke", parameters={"params": SMOKE, "workspace": "scratch"},
+                           description="A tiny end-to-end run in a scratch copy (about 2 minutes)."),
+    )
+
+
+if __name__ == "__main__":
+    main()

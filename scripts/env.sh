@@ -1,0 +1,16 @@
+# Sourced by up.sh / down.sh / `make`: one place for the local stack's settings. Anything already set wins.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PREFECT_PORT="${PREFECT_PORT:-4200}"
+export MLFLOW_PORT="${MLFLOW_PORT:-5000}"
+export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
+export PREFECT_API_URL="${PREFECT_API_URL:-http://127.0.0.1:$PREFECT_PORT/api}"
+export PREFECT_SERVER_API_HOST=127.0.0.1
+export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_RUNNER_POLL_FREQUENCY="${PREFECT_RUNNER_POLL_FREQUENCY:-2}"
+export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlruns/mlflow.db}"
+export MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+export DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 ITERATIVE_DO_NOT_TRACK=1
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+export PATH="$ROOT/.venv/bin:$PATH"
+RUN="$PREFECT_HOME/run"   # pid files and logs of what up.sh started

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Start the local stack on 127.0.0.1: Prefect server, MLflow server (store under mlruns/), and the process
+# serving the ssft deployments. Safe to re-run: what is already up is left alone.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+mkdir -p "$RUN" mlruns/artifacts
+
+alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+wait_for() {  # name, command, seconds
+  for _ in $(seq 1 $(( $3 * 2 ))); do eval "$2" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "up: $1 did not come up within $3 s; see $RUN/$1.log" >&2; exit 1
+}
+
+if ! curl -sf "$PREFECT_API_URL/health" >/dev/null; then
+  echo "up: starting Prefect server on $PREFECT_API_URL"
+  setsid nohup prefect server start --host 127.0.0.1 --port "$PREFECT_PORT" --analytics-off \
+    >"$RUN/prefect.log" 2>&1 < /dev/null & echo $! >"$RUN/prefect.pid"
+  wait_for prefect "curl -sf $PREFECT_API_URL/health" 180
+fi
+
+if ! alive mlflow; then
+  # Create (migrate) the store before anything writes to it concurrently.
+  python -c "import mlflow; mlflow.MlflowClient('$MLFLOW_TRACKING_URI').search_experiments()"
+  echo "up: starting MLflow server on http://127.0.0.1:$MLFLOW_PORT"
+  setsid nohup mlflow server --backend-store-uri "$MLFLOW_TRACKING_URI" \
+    --default-artifact-root "$ROOT/mlruns/artifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
+    >"$RUN/mlflow.log" 2>&1 < /dev/null & echo $! >"$RUN/mlflow.pid"
+  wait_for mlflow "curl -sf http://127.0.0.1:$MLFLOW_PORT/health" 120
+fi
+
+if ! alive serve; then
+  echo "up: serving deployments ssft/full and ssft/smoke"
+  setsid nohup python -m flows.serve >"$RUN/serve.log" 2>&1 < /dev/null & echo $! >"$RUN/serve.pid"
+  wait_for serve "grep -q 'ssft/smoke' $RUN/serve.log && prefect deployment inspect ssft/smoke" 120
+fi
+echo "up: Prefect UI http://127.0.0.1:$PREFECT_PORT   MLflow UI http://127.0.0.1:$MLFLOW_PORT"

@@ -1,0 +1,378 @@
+"""MLflow: one run per (pipeline run, method) with params, curves, assignment statistics, eval metrics, plots,
+and the model registry. The only module of ``ssft`` that imports mlflow.
+
+Where things go: tracking URI from ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<project>/mlruns/mlflow.db`` with artifacts under ``<project>/mlruns/artifacts`` (absolute
+paths: Prefect runs, DVC temp experiments and tests each have another working directory).
+
+A run is found again by its tags: the train stage opens it (tag ``model_sha`` = hash of the weights it
+wrote), the evaluate and register stages attach to the run whose ``model_sha`` matches the model they read.
+MLflow metric names may not contain ``@``, so ``pass@1`` is logged as ``eval/pass_at_1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+from mlflow.tracking import MlflowClient
+from transformers import TrainerCallback
+
+from ssft.config import Config
+
+log = logging.getLogger(__name__)
+PIPELINE_ENV = "SSFT_PIPELINE_RUN_ID"  # set by the Prefect flow for the stages it runs
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3"]
+
+
+def metric_name(key: str) -> str:
+    return key.replace("@", "_at_")
+
+
+def tracking_uri(cfg: Config, root: Path) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    (root / "mlruns").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def experiment_name(cfg: Config) -> str:
+    return cfg.tracking.experiment or f"ssft-{cfg.task.name}"
+
+
+def registered_name(cfg: Config) -> str:
+    return cfg.tracking.model_name or f"ssft-{cfg.task.name}"
+
+
+def model_sha(model_dir: Path) -> str:
+    """Identity of a trained model: hash of its weight files."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "none"
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+
+
+def dvc_data_hash(root: Path, path: str = "data/traces") -> str:
+    """The md5 DVC recorded for the trace dataset in dvc.lock ('none' outside a DVC pipeline)."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return "none"
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            if out.get("path") == path:
+                return str(out.get("md5", "none"))
+    return "none"
+
+
+def flat_params(cfg: Config) -> dict[str, str]:
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
+
+    walk("", cfg.to_dict())
+    return out
+
+
+class Tracker:
+    """MLflow for one pipeline stage; ``Tracker.disabled()`` does nothing (``tracking.enabled: false``)."""
+
+    def __init__(self, cfg: Config, root: Path, enabled: bool = True) -> None:
+        self.cfg, self.root, self.enabled = cfg, Path(root).resolve(), enabled
+        if enabled:
+            mlflow.set_tracking_uri(tracking_uri(cfg, self.root))
+            self.client = MlflowClient()
+            self.experiment_id = self._experiment()
+
+    def _experiment(self) -> str:
+        name = experiment_name(self.cfg)
+        exp = self.client.get_experiment_by_name(name)
+        if exp:
+            return exp.experiment_id
+        uri = mlflow.get_tracking_uri()
+        # Local stores get an absolute artifact root under mlruns/, so the UI server and direct clients agree.
+        root = Path(self.cfg.tracking.artifacts) if self.cfg.tracking.artifacts else self.root / "mlruns" / "artifacts"
+        location = root.resolve().as_uri() if uri.startswith("sqlite") else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # created concurrently by another stage
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    # -- runs ------------------------------------------------------------------------------
+    def _find(self, method: str, sha: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], f"tags.method = '{method}' and tags.model_sha = '{sha}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    @contextmanager
+    def training_run(self, method: str, train_file: Path) -> Iterator[TrainingRun]:
+        """A new run for training ``method``: params, lineage tags, the dataset as input."""
+        if not self.enabled:
+            yield TrainingRun(None, None)
+            return
+        pipeline = os.environ.get(PIPELINE_ENV, "manual")
+        tags = {"method": method, "pipeline_run_id": pipeline, "git_commit": git_commit(self.root),
+                "dvc_data_md5": dvc_data_hash(self.root), "task": self.cfg.task.name,
+                "mlflow.runName": f"{method}-{pipeline[:8]}"}
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        rid = run.info.run_id
+        params = flat_params(self.cfg)
+        items = list(params.items())
+        for i in range(0, len(items), 90):
+            self.client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 90]])
+        self.client.log_param(rid, "method", method)
+        self._log_dataset(rid, train_file, tags["dvc_data_md5"])
+        tr = TrainingRun(self.client, rid)
+        try:
+            yield tr
+        except BaseException:
+            self.client.set_terminated(rid, "FAILED")
+            raise
+        self.client.set_terminated(rid, "FINISHED")
+
+    def _log_dataset(self, rid: str, path: Path, dvc_md5: str) -> None:
+        from datasets import Dataset
+
+        ds = Dataset.from_parquet(str(path), keep_in_memory=True)
+        digest = dvc_md5 if dvc_md5 != "none" else hashlib.md5(Path(path).read_bytes()).hexdigest()
+        dataset = mlflow.data.from_huggingface(ds, path=str(Path(path).resolve()), name="traces", digest=digest[:36])
+        with mlflow.start_run(run_id=rid):
+            mlflow.log_input(dataset, context="training")
+
+    def attach(self, method: str, model_dir: Path) -> str | None:
+        """The run that trained the model in ``model_dir`` (a new run if none is known, e.g. a copied model)."""
+        if not self.enabled:
+            return None
+        sha = model_sha(model_dir)
+        rid = self._find(method, sha)
+        if rid is None:
+            rid = self.client.create_run(self.experiment_id, tags={
+                "method": method, "model_sha": sha, "pipeline_run_id": os.environ.get(PIPELINE_ENV, "manual"),
+                "git_commit": git_commit(self.root), "mlflow.runName": f"{method}-eval"}).info.run_id
+            self.client.set_terminated(rid, "FINISHED")
+        return rid
+
+    # -- evaluation -------------------------------------------------------------------------
+    def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
+        """Every metric of metrics.json, per-tag figures and plots, into the model's run."""
+        rid = self.attach(method, model_dir)
+        if rid is None:
+            return
+        metrics = json.loads((Path(results_dir) / "metrics.json").read_text())
+        details = [json.loads(line) for line in (Path(results_dir) / "details.jsonl").read_text().splitlines()]
+        self.client.log_batch(rid, metrics=[mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), 0, 0)
+                                            for k, v in metrics.items()])
+        with mlflow.start_run(run_id=rid):
+            mlflow.log_dict(metrics, "eval/metrics.json")
+            for name, fig in eval_figures(metrics, details, self.cfg.ssft.num_tags).items():
+                mlflow.log_figure(fig, f"eval/{name}.png")
+            mlflow.log_table(_tag_mode_table(details), "eval/tag_mode_counts.json")
+
+    # -- registry ---------------------------------------------------------------------------
+    def register(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+        """Log the SSFT model (tokenizer and tag list included) and register a new version of ssft-<task>.
+
+        Alias ``candidate`` always moves to the new version; ``champion`` moves to it when its cons@N beats
+        the current champion's (or there is none).
+        """
+        if not self.enabled or not self.cfg.tracking.register:
+            return {"registered": False}
+        from ssft import models
+
+        rid = self.attach("ssft", model_dir)
+        model, tokenizer, meta = models.load(model_dir)
+        name = registered_name(self.cfg)
+        with mlflow.start_run(run_id=rid):
+            info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model",
+                                                 task="text-generation", pip_requirements=PIP_REQUIREMENTS,
+                                                 metadata={"forking_tags": meta["tags"], "method": meta["method"]},
+                                                 registered_model_name=name, await_registration_for=60)
+            mlflow.log_artifact(str(Path(model_dir) / models.TAGS_FILE), "model_extras")
+        version = int(info.registered_model_version)
+        cons = float(metrics["cons@N"])
+        self.client.set_model_version_tag(name, str(version), metric_name("cons@N"), str(cons))
+        self.client.set_model_version_tag(name, str(version), "run_id", rid)
+        self.client.set_registered_model_alias(name, "candidate", str(version))
+        try:
+            champ = self.client.get_model_version_by_alias(name, "champion")
+            champ_cons = float(champ.tags.get(metric_name("cons@N"), "-inf"))
+        except mlflow.exceptions.MlflowException:
+            champ, champ_cons = None, float("-inf")
+        promoted = cons > champ_cons
+        if promoted:
+            self.client.set_registered_model_alias(name, "champion", str(version))
+        champion = version if promoted else int(champ.version)
+        log.info("registered %s v%d (cons@N %.3f); champion: v%d", name, version, cons, champion)
+        return {"registered": True, "name": name, "version": version, "cons@N": cons, "champion": champion,
+                "promoted": promoted, "run_id": rid}
+
+
+class TrainingRun:
+    """The open training run: a Trainer callback for curves and per-epoch assignment statistics."""
+
+    def __init__(self, client: MlflowClient | None, run_id: str | None) -> None:
+        self.client, self.run_id = client, run_id
+
+    def callbacks(self) -> list[TrainerCallback]:
+        return [] if self.client is None else [MlflowTrainingCallback(self.client, self.run_id)]
+
+    def finish(self, model_dir: Path, stats: dict) -> None:
+        """Tag the run with the model it produced (later stages find it by that) and keep the stats."""
+        if self.client is None:
+            return
+        self.client.set_tag(self.run_id, "model_sha", model_sha(model_dir))
+        self.client.log_dict(self.run_id, {k: v for k, v in stats.items() if k != "log_history"},
+                             "train/train_stats.json")
+        self.client.log_artifact(self.run_id, str(Path(model_dir) / "tags.json"), "train")
+
+
+class MlflowTrainingCallback(TrainerCallback):
+    """Loss, learning rate, tokens/s per logging step; assignment statistics at every epoch end."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+        self.stats: Callable[[], Any] | None = None
+        self.logged_epochs = 0
+
+    def use_stats(self, getter: Callable[[], Any]) -> None:
+        """Given by the trainer: returns the live MatchStats (whose history holds closed epochs)."""
+        self.stats = getter
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero or not logs:
+            return
+        keys = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost")
+        metrics = [mlflow.entities.Metric(f"train/{k}", float(logs[k]), 0, state.global_step)
+                   for k in keys if isinstance(logs.get(k), (int, float))]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if state.is_world_process_zero and self.stats is not None:
+            self.log_epochs(self.stats().history)
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if state.is_world_process_zero and self.stats is not None:
+            self.log_epochs(self.stats().history)
+
+    def log_epochs(self, history: list[dict]) -> None:
+        for summary in history[self.logged_epochs:]:
+            e = summary["epoch"]
+            values = {"match/churn": summary["churn"], "match/assignment_entropy": summary["assignment_entropy"],
+                      "match/mean_matched_cost": summary["mean_matched_cost"],
+                      **{f"match/rate_tag{t}": r for t, r in summary["tag_match_rate"].items()}}
+            self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, e)
+                                                        for k, v in values.items() if v is not None])
+            counts = summary["tag_source_counts"]
+            self.client.log_table(self.run_id, _counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
+            self.client.log_figure(self.run_id, heatmap(counts, f"tag x source matches, epoch {e}", "source"),
+                                   f"match/tag_source_epoch{e:03d}.png")
+        self.logged_epochs = len(history)
+
+
+# -- tables and plots --------------------------------------------------------------------------
+def _counts_table(counts: dict[str, dict[str, int]]) -> dict[str, list]:
+    cols = sorted({c for row in counts.values() for c in row})
+    tags = sorted(counts, key=int)
+    return {"tag": tags, **{c: [counts[t].get(c, 0) for t in tags] for c in cols}}
+
+
+def _tag_mode_table(details: list[dict]) -> dict[str, list]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for r in details:
+        if r["temperature"] > 0:
+            counts[str(r["tag"] or 0)][r["mode"] or "none"] += 1
+    return _counts_table({t: dict(c) for t, c in counts.items()})
+
+
+def heatmap(counts: dict[str, dict[str, int]], title: str, xlabel: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table = _counts_table(counts)
+    cols = [c for c in table if c != "tag"]
+    data = np.array([table[c] for c in cols]).T if cols else np.zeros((len(table["tag"]), 0))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(len(cols), 1), 0.8 + 0.5 * max(len(table["tag"]), 1)))
+    ax.imshow(data, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(table["tag"])), [f"tag {t}" if t != "0" else "shared" for t in table["tag"]])
+    for (i, j), v in np.ndenumerate(data):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) -> dict[str, Any]:
+    """Tag x strategy heatmap, per-tag length histogram, pass@k and cons@k versus k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sampled = [r for r in details if r["temperature"] > 0]
+    modes: dict[str, Counter] = defaultdict(Counter)
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for r in sampled:
+        tag = str(r["tag"] or 0)
+        modes[tag][r["mode"] or "none"] += 1
+        lengths[tag].append(r["length"])
+    figs = {"tag_strategy_heatmap": heatmap({t: dict(c) for t, c in modes.items()},
+                                            "tag x strategy (sampled generations)", "strategy")}
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for tag in sorted(lengths, key=int):
+        ax.hist(lengths[tag], bins=20, alpha=0.5, label=f"tag {tag}" if tag != "0" else "shared")
+    ax.set_xlabel("generated tokens")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    figs["length_histogram"] = fig
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for family in ("pass", "cons"):
+        points = {int(k.split("@")[1]): v for k, v in metrics.items()
+                  if k.startswith(family + "@") and k.split("@")[1].isdigit()}
+        if f"{family}@N" in metrics:
+            points[n_tags] = metrics[f"{family}@N"]
+        if points:
+            ks = sorted(points)
+            ax.plot(ks, [points[k] for k in ks], marker="o", label=f"{family}@k")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    figs["pass_cons_vs_k"] = fig
+    return figs
+
+
