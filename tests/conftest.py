@@ -59,3 +59,46 @@ def trace_dir(tmp_path: Path, cfg: config.Config) -> Path:
     for split, rows in splits.items():
         traces.write(rows, tmp_path / "data" / f"{split}.parquet")
     return tmp_path / "data"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(dst: Path, params: dict | None = None) -> Path:
+    """The project's files (tracked and untracked, not ignored; no outputs) in a new git repo at ``dst``,
+    with TINY params (plus ``params``) so a whole pipeline runs in seconds."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith(("results/", "dvc.lock", "tests/")):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in {**TINY, **(params or {})}.items():
+        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+    (dst / "params.yaml").write_text(yaml.safe_dump(raw))
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this venv's tools first, offline, quiet."""
+    import sys
+
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **extra}
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for every flow test of the run (startup raised to 120 s for slow CI)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

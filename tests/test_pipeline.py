@@ -1,18 +1,13 @@
 """The pipeline for real: the CLI in-process, and `dvc repro` in a temporary git repository."""
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY
+from conftest import TINY, copy_project, tool_env
 
 from ssft.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_reports_bad_params_and_exits_2(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -26,27 +21,14 @@ def test_cli_reports_bad_params_and_exits_2(tmp_path: Path, caplog: pytest.LogCa
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    res = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True)
     assert res.returncode == 0, f"{cmd} failed:\n{res.stdout}\n{res.stderr}"
     return res.stdout
 
 
 @pytest.mark.slow
 def test_dvc_repro_runs_the_pipeline_and_is_then_up_to_date(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(ROOT / "ssft", repo / "ssft", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section] = {**params[section], **values} if isinstance(values, dict) else values
-    params["train"]["threads"] = 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    run(["git", "init", "-q"], repo)
-    run(["dvc", "init", "-q"], repo)
+    repo = copy_project(tmp_path / "repo", {"tracking": {"register": False}})
     run(["dvc", "repro"], repo)
     summary = (repo / "results" / "summary.md").read_text()
     assert "| metric | ssft | sft | random |" in summary
@@ -55,3 +37,4 @@ def test_dvc_repro_runs_the_pipeline_and_is_then_up_to_date(tmp_path: Path) -> N
         assert (repo / "results" / method / "details.jsonl").exists()
     assert "up to date" in run(["dvc", "repro"], repo)
     assert "cons@N" in run(["dvc", "metrics", "show"], repo)
+    assert (repo / "mlruns" / "mlflow.db").exists(), "stages log to the project's MLflow store by default"

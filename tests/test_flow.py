@@ -1,0 +1,43 @@
+"""The Prefect flow under Prefect's test harness: a whole run leaves DVC clean and MLflow filled; a failing
+stage fails the flow with the stage's error."""
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import copy_project, tool_env
+
+from flows.pipeline import apply_params, ssft
+
+
+@pytest.mark.slow
+def test_flow_runs_every_stage_through_dvc(tmp_path: Path, prefect_harness: None) -> None:
+    repo = copy_project(tmp_path / "repo")
+    result = ssft(params={"seed": 3, "tracking.model_name": "ssft-flowtest"}, workspace=str(repo))
+    assert result["overrides"] == {"seed": 3, "tracking.model_name": "ssft-flowtest"}
+    assert "seed: 3" in (repo / "params.yaml").read_text(), "the override is recorded in params.yaml"
+    assert "| metric | ssft | sft | random |" in result["summary"]
+    status = subprocess.run(["dvc", "status"], cwd=repo, env=tool_env(), capture_output=True, text=True).stdout
+    assert "up to date" in status, status
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ssft-add4").experiment_id])
+    assert {r.data.tags["method"] for r in runs} == {"ssft", "sft", "random"}
+    assert len({r.data.tags["pipeline_run_id"] for r in runs}) == 1
+    assert client.get_model_version_by_alias("ssft-flowtest", "champion").version == 1
+
+
+def test_failing_stage_fails_the_flow_with_its_error(tmp_path: Path, prefect_harness: None) -> None:
+    repo = copy_project(tmp_path / "repo", {"train": {"methods": ["ssft"]}})
+    state = ssft(params={"model.checkpoint": str(tmp_path / "nowhere")}, workspace=str(repo), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RuntimeError, match=r"(?s)stage train@ssft failed.*no config.json"):
+        state.result()
+
+
+def test_bad_override_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    repo = copy_project(tmp_path / "repo")
+    before = (repo / "params.yaml").read_text()
+    with pytest.raises(ValueError, match="train.max_steps: -5 is invalid"):
+        apply_params(repo / "params.yaml", {"train.max_steps": -5})
+    assert (repo / "params.yaml").read_text() == before

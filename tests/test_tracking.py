@@ -1,0 +1,77 @@
+"""MLflow tracking against a real local store: runs, curves, assignment statistics, plots, registry aliases."""
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from conftest import TINY
+
+from ssft.cli import main
+from ssft.tracking import Tracker
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    train = {**TINY["train"], "max_steps": 16}  # two epochs: churn needs a second look at each question
+    (root / "params.yaml").write_text(yaml.safe_dump({**TINY, "train": train, "tracking": {"uri": uri}}))
+    base = ["--params", str(root / "params.yaml")]
+    paths = ["--traces", str(root / "data"), "--models", str(root / "models")]
+    assert main([*base, "traces", "--out", str(root / "data")]) == 0
+    for method in ("ssft", "sft"):
+        assert main([*base, "train", "--method", method, *paths, "--checkpoints", str(root / "ck")]) == 0
+        assert main([*base, "evaluate", "--method", method, *paths, "--results", str(root / "results")]) == 0
+    return root, uri
+
+
+def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Path, str]) -> None:
+    root, uri = tracked
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("ssft-add4")
+    assert exp.artifact_location == (root / "mlruns" / "artifacts").as_uri()
+    runs = {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"ssft", "sft"}
+    run = runs["ssft"]
+    assert run.info.status == "FINISHED"
+    assert {"git_commit", "dvc_data_md5", "pipeline_run_id", "model_sha"} <= set(run.data.tags)
+    assert run.data.params["train.max_steps"] == "16" and run.data.params["method"] == "ssft"
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 8
+    assert client.get_metric_history(run.info.run_id, "train/tokens_per_s")[0].value > 0
+    assert {"match/churn", "match/rate_tag1", "match/assignment_entropy", "match/mean_matched_cost"} <= set(
+        run.data.metrics)
+    metrics = json.loads((root / "results" / "ssft" / "metrics.json").read_text())
+    assert run.data.metrics["eval/cons_at_N"] == pytest.approx(metrics["cons@N"])
+    assert run.data.metrics["eval/coverage_greedy"] == pytest.approx(metrics["coverage_greedy"])
+    arts = {a.path for d in ("match", "eval") for a in client.list_artifacts(run.info.run_id, d)}
+    assert {"match/tag_source_epoch000.png", "match/tag_source_epoch000.json", "eval/tag_strategy_heatmap.png",
+            "eval/length_histogram.png", "eval/pass_cons_vs_k.png"} <= arts
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "traces" and dataset.dataset.digest
+
+
+def test_registry_aliases_follow_cons_at_n(tracked: tuple[Path, str]) -> None:
+    root, uri = tracked
+    from ssft import config
+
+    cfg = config.from_dict({**TINY, "tracking": {"uri": uri, "model_name": "ssft-test"}})
+    tracker = Tracker(cfg, root)
+    seen = [tracker.register(root / "models" / "ssft", {"cons@N": c}) for c in (0.5, 0.4, 0.6)]
+    assert [s["version"] for s in seen] == [1, 2, 3]
+    assert [s["champion"] for s in seen] == [1, 1, 3]
+    client = mlflow.MlflowClient(uri)
+    assert client.get_model_version_by_alias("ssft-test", "candidate").version == 3
+    assert client.get_model_version_by_alias("ssft-test", "champion").version == 3
+    mv = client.get_model_version_by_alias("ssft-test", "champion")
+    assert mv.tags["cons_at_N"] == "0.6" and mv.run_id == seen[0]["run_id"]
+
+
+def test_tracking_off_writes_no_store(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    base = ["--params", str(tmp_path / "params.yaml")]
+    assert main([*base, "traces", "--out", str(tmp_path / "d")]) == 0
+    assert main([*base, "register", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "reg.json")]) != 0 \
+        or json.loads((tmp_path / "reg.json").read_text()) == {"registered": False}
+    assert not (tmp_path / "mlruns").exists()
