@@ -28,11 +28,12 @@ def test_flow_runs_every_stage_through_dvc(tmp_path: Path, prefect_harness: None
 
 
 def test_failing_stage_fails_the_flow_with_its_error(tmp_path: Path, prefect_harness: None) -> None:
-    repo = copy_project(tmp_path / "repo", {"train": {"methods": ["ssft"]}})
-    state = ssft(params={"model.checkpoint": str(tmp_path / "nowhere")}, workspace=str(repo), return_state=True)
+    repo = copy_project(tmp_path / "repo")
+    state = ssft(params={"traces.strategies": ["l2r", "zigzag"]}, workspace=str(repo), return_state=True)
     assert state.is_failed()
-    with pytest.raises(RuntimeError, match=r"(?s)stage train@ssft failed.*no config.json"):
+    with pytest.raises(RuntimeError, match=r"(?s)stage traces failed.*\['zigzag'\] are not strategies"):
         state.result()
+    assert not (repo / "models").exists()
 
 
 def test_bad_override_is_refused_before_anything_runs(tmp_path: Path) -> None:

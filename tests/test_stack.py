@@ -1,0 +1,59 @@
+"""The real local stack, as a user runs it: scripts/up.sh starts a Prefect server, an MLflow server and the
+deployment server; `prefect deployment run ssft/smoke --watch` runs the pipeline; MLflow's client sees the
+runs, metrics and registered model; scripts/down.sh leaves no process behind."""
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import copy_project, tool_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_up_smoke_deployment_down(tmp_path: Path) -> None:
+    repo = copy_project(tmp_path / "repo")
+    env = tool_env(PREFECT_PORT=str(free_port()), MLFLOW_PORT=str(free_port()))
+    for key in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI"):
+        env.pop(key, None)
+    up = subprocess.run(["scripts/up.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=400)
+    run_dir = repo / ".prefect" / "run"
+    pids = {f.stem: int(f.read_text()) for f in run_dir.glob("*.pid")}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert set(pids) == {"prefect", "mlflow", "serve"}
+        again = subprocess.run(["scripts/up.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and "starting" not in again.stdout, "re-running up is harmless"
+        run = subprocess.run(
+            ["bash", "-c", ". scripts/env.sh && prefect deployment run ssft/smoke --watch --watch-timeout 600"],
+            cwd=repo, env=env, capture_output=True, text=True, timeout=700)
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{env['MLFLOW_PORT']}")
+        exp = client.get_experiment_by_name("ssft-smoke")
+        runs = client.search_runs([exp.experiment_id])
+        assert {r.data.tags["method"] for r in runs} == {"ssft", "sft", "random"}
+        assert all("eval/cons_at_N" in r.data.metrics and "train/loss" in r.data.metrics for r in runs)
+        assert int(client.get_model_version_by_alias("ssft-smoke", "champion").version) == 1
+        assert not list((repo / ".prefect" / "workspaces").glob("*")), "the scratch workspace is cleaned up"
+    finally:
+        down = subprocess.run(["scripts/down.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not [name for name, pid in pids.items() if alive(pid)], "down leaves no process behind"
+    leftovers = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"processes still running from {repo}: {leftovers}"
