@@ -33,7 +33,7 @@ def test_failing_stage_fails_the_flow_with_its_error(tmp_path: Path, prefect_har
     assert state.is_failed()
     with pytest.raises(RuntimeError, match=r"(?s)stage traces failed.*\['zigzag'\] are not strategies"):
         state.result()
-    assert not (repo / "models").exists()
+    assert not (repo / "models" / "ssft").exists(), "no stage after the failing one ran"
 
 
 def test_bad_override_is_refused_before_anything_runs(tmp_path: Path) -> None:
