@@ -53,18 +53,18 @@ def run_stage(stage: str, workspace: str) -> None:
         raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n" + "\n".join(tail))
 
 
-def make_scratch(name: str) -> Path:
-    """A fresh copy of the project's files (tracked and untracked, never ignored ones) as its own DVC repo."""
-    ws = SCRATCH / name
-    shutil.rmtree(ws, ignore_errors=True)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+def copy_project(src: Path, dst: Path) -> Path:
+    """The project's files at ``src`` (tracked and untracked, never ignored ones, no results) copied into a
+    new git repository at ``dst``: a workspace where the whole pipeline can run without touching ``src``."""
+    shutil.rmtree(dst, ignore_errors=True)
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=src, capture_output=True,
                            text=True, check=True).stdout.splitlines()
     for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("results/", "dvc.lock")):
-            (ws / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, ws / f)
-    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    return ws
+        if (src / f).is_file() and not f.startswith(("results/", "dvc.lock")):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / f, dst / f)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
 
 
 def apply_params(params_file: Path, overrides: dict[str, Any]) -> None:
@@ -72,11 +72,7 @@ def apply_params(params_file: Path, overrides: dict[str, Any]) -> None:
     yaml = YAML()
     doc = yaml.load(params_file.read_text())
     for dotted, value in overrides.items():
-        node = doc
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        ssft_config.set_dotted(doc, dotted, value)
     plain = YAML(typ="safe")
     from io import StringIO
 
@@ -98,7 +94,7 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
     logger = get_run_logger()
     params = dict(params or {})
     if workspace == "scratch":
-        ws = make_scratch(str(flow_run.get_id() or "local"))
+        ws = copy_project(ROOT, SCRATCH / str(flow_run.get_id() or "local"))
         store = ROOT / "mlruns"
         store.mkdir(exist_ok=True)
         params.setdefault("tracking.uri", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store / 'mlflow.db'}")

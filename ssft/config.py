@@ -206,9 +206,13 @@ def load(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = No
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     return from_dict(raw, str(path))
+
+
+def set_dotted(doc: dict, dotted: str, value: Any) -> None:
+    """``set_dotted(d, "train.max_steps", 5)`` sets ``d["train"]["max_steps"]``, creating sections as needed."""
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        doc = doc.setdefault(p, {})
+    doc[leaf] = value

@@ -84,7 +84,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> di
     best = best_tag(model_dir) if tags[0] is not None else None
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),
-              "best_tag": best or 0, "eval_seconds": time.monotonic() - t0}
+              "best_tag": best or 0}
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
@@ -92,8 +92,8 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> di
         f.writelines(json.dumps(row) + "\n" for row in greedy + sampled)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)
-    log.info("%s: %s", meta["method"], {k: round(result[k], 3) for k in ("pass@1", "cons@N", "coverage",
-                                                                          "coverage_greedy", "purity")})
+    headline = {k: round(result[k], 3) for k in ("pass@1", "cons@N", "coverage", "coverage_greedy", "purity")}
+    log.info("%s: %s (%.0f s)", meta["method"], headline, time.monotonic() - t0)
     return result
 
 

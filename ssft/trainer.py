@@ -40,6 +40,7 @@ from ssft.traces import QuestionTraces
 
 log = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
+TRAINING_CODE = ("trainer.py", "matching.py", "models.py", "forking.py", "config.py")
 
 
 @dataclass(frozen=True)
@@ -236,12 +237,14 @@ class SSFTTrainer(Trainer):
 
 
 def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
-    """What a checkpoint depends on; a resume with anything else changed starts over."""
+    """What a checkpoint depends on (config, data, training code); with anything else changed, start over."""
     relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval", "tracking")}
     bookkeeping = ("methods", "save_steps", "logging_steps")
     relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in bookkeeping}
     h = hashlib.sha256(json.dumps([relevant, method], sort_keys=True, default=str).encode())
     h.update(Path(traces_file).read_bytes())
+    for module in TRAINING_CODE:  # a code change means the old checkpoints are not this run's
+        h.update((Path(__file__).parent / module).read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -34,11 +34,7 @@ def tiny_cfg(**overrides: object) -> config.Config:
 
     raw = copy.deepcopy(TINY)
     for dotted, value in overrides.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        config.set_dotted(raw, dotted, value)
     return config.from_dict(raw)
 
 
@@ -65,24 +61,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_project(dst: Path, params: dict | None = None) -> Path:
-    """The project's files (tracked and untracked, not ignored; no outputs) in a new git repo at ``dst``,
-    with TINY params (plus ``params``) so a whole pipeline runs in seconds."""
-    import shutil
-    import subprocess
-
+    """The project in a new git repo at ``dst`` (as the smoke deployment's scratch copy), with TINY params
+    (plus ``params``) so a whole pipeline runs in seconds."""
     import yaml
 
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
-    for f in files:
-        if (ROOT / f).is_file() and not f.startswith(("results/", "dvc.lock", "tests/")):
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    from flows.pipeline import copy_project as copy_files
+
+    copy_files(ROOT, dst)
+    raw = yaml.safe_load((dst / "params.yaml").read_text())
     for section, values in {**TINY, **(params or {})}.items():
         raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
     (dst / "params.yaml").write_text(yaml.safe_dump(raw))
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     return dst
 
 

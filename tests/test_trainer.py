@@ -10,7 +10,7 @@ from conftest import tiny_cfg
 from transformers import TrainerCallback
 
 from ssft import models
-from ssft.trainer import (Example, build_batch, choose_tags, last_complete_checkpoint, run_stage)
+from ssft.trainer import Example, build_batch, choose_tags, last_complete_checkpoint, run_stage
 
 EX = Example("q", prompts=((1, 7, 8), (1, 7, 9), (1, 7, 10)), tag_pos=2, completions=((5, 2), (6, 6, 2)),
              sources=("a", "b"), strategy=(1, 0))
