@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(args.params, _overrides(args.overrides))
         COMMANDS[args.command](cfg, args)
     except (config_mod.ConfigError, ValueError, FileNotFoundError) as e:
-        log.error("%s", e)
+        log.error("%s", e)  # bad input: the message names the field and the fix
+        log.debug("traceback", exc_info=True)
         return 2
     return 0
 

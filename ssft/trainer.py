@@ -156,7 +156,7 @@ class StatsCallback(TrainerCallback, ExportableState):
                          {t: round(v, 2) for t, v in s["tag_match_rate"].items()})
 
 
-class ProgressCallback(TrainerCallback):
+class ProgressLineCallback(TrainerCallback):
     """One line per logging step, fixed key order: step, loss, lr, steps/s, tokens/s, ETA."""
 
     def __init__(self) -> None:
@@ -276,12 +276,12 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
     """
     stats_cb = StatsCallback(cfg.ssft.num_tags)
     trainer = SSFTTrainer(model=model, args=training_args(cfg, ckpt_dir), train_dataset=QuestionDataset(examples),
-                          data_collator=collate, callbacks=[stats_cb, ProgressCallback(), *callbacks],
+                          data_collator=collate, callbacks=[stats_cb, ProgressLineCallback(), *callbacks],
                           method=method, cfg=cfg, pad_id=tokenizer.pad_token_id)
     for cb in callbacks:
         if hasattr(cb, "use_stats"):  # e.g. tracking: reads the live statistics, which resume replaces
             cb.use_stats(trainer._stats)
-    trainer.remove_callback(PrinterCallback)  # ProgressCallback prints one line per log instead
+    trainer.remove_callback(PrinterCallback)  # ProgressLineCallback prints one line per log instead
     resume = last_complete_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming %s from %s", method, resume)
