@@ -341,4 +341,7 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
         meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
                 "sources": sources}
         models.save(model, tokenizer, out, meta, extra={STATS_FILE: json.dumps(stats, indent=1, default=str)})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
+        torch.distributed.destroy_process_group()
     return stats

@@ -109,3 +109,25 @@ def test_ssft_specialises_tags_where_random_does_not(tmp_path: Path, trace_dir: 
     assert _purity(last_ssft) >= 0.9, last_ssft
     assert _purity(last_rand) <= 0.5, last_rand
     assert ssft["epochs"][-1]["churn"] <= 0.1
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gathers_global_statistics(tmp_path: Path, trace_dir: Path) -> None:
+    """torchrun, 2 CPU ranks (gloo): each rank trains its own questions; the statistics cover all of them."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import TINY, tool_env
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    res = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "ssft.cli", "--params",
+                          str(tmp_path / "params.yaml"), "train", "--method", "ssft", "--traces", str(trace_dir),
+                          "--models", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "ck")],
+                         env=tool_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    stats = json.loads((tmp_path / "m" / "ssft" / "train_stats.json").read_text())
+    assert stats["steps"] == 8  # 32 questions / (4 per rank x 2 ranks) = 4 steps per epoch
+    assert [e["questions"] for e in stats["epochs"]] == [32, 32]
