@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections import deque
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,6 @@ def apply_params(params_file: Path, overrides: dict[str, Any]) -> None:
     for dotted, value in overrides.items():
         ssft_config.set_dotted(doc, dotted, value)
     plain = YAML(typ="safe")
-    from io import StringIO
-
     buf = StringIO()
     yaml.dump(doc, buf)
     ssft_config.from_dict(plain.load(buf.getvalue()), f"{params_file} with flow parameters {overrides}")
@@ -105,9 +104,9 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
         ws = Path(workspace).resolve()
     else:
         raise ValueError(f"workspace={workspace!r}: use 'project', 'scratch' or a directory holding dvc.yaml")
-    if params:
+    if params:  # without overrides params.yaml is left byte for byte as it is
         logger.info("flow parameters override params.yaml: %s", params)
-    apply_params(ws / "params.yaml", params)
+        apply_params(ws / "params.yaml", params)
     cfg = ssft_config.load(ws / "params.yaml")
     stages = ["traces", *(f"train@{m}" for m in cfg.train.methods), *(f"evaluate@{m}" for m in cfg.train.methods),
               "report", "register"]
