@@ -131,3 +131,13 @@ def test_two_process_ddp_gathers_global_statistics(tmp_path: Path, trace_dir: Pa
     stats = json.loads((tmp_path / "m" / "ssft" / "train_stats.json").read_text())
     assert stats["steps"] == 8  # 32 questions / (4 per rank x 2 ranks) = 4 steps per epoch
     assert [e["questions"] for e in stats["epochs"]] == [32, 32]
+
+
+def test_checkpoint_fingerprint_covers_training_inputs_only(trace_dir: Path) -> None:
+    from ssft.trainer import fingerprint
+
+    f = trace_dir / "train.parquet"
+    base = fingerprint(tiny_cfg(), "ssft", f)
+    assert fingerprint(tiny_cfg(**{"eval.samples": 16, "train.logging_steps": 7}), "ssft", f) == base
+    assert fingerprint(tiny_cfg(**{"train.lr": 0.01}), "ssft", f) != base
+    assert fingerprint(tiny_cfg(), "sft", f) != base
