@@ -80,9 +80,8 @@ def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     out = Path(args.out)
     report = {}
     for split, rows in splits.items():
-        traces.validate(rows, f"{split} split", cfg.ssft.num_tags)  # fail before writing anything
+        report[split] = traces.validate(rows, f"{split} split", cfg.ssft.num_tags)[1]  # before any write
         traces.write(rows, out / f"{split}.parquet")
-        report[split] = traces.load(out / f"{split}.parquet", cfg.ssft.num_tags)[1]
     (out / "stats.json").write_text(json.dumps(report, indent=2))
     log.info("traces: %s", report)
 
