@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from ruamel.yaml import YAML
 
+from ssft import atomic
 from ssft import config as ssft_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +79,7 @@ def apply_params(params_file: Path, overrides: dict[str, Any]) -> None:
     buf = StringIO()
     yaml.dump(doc, buf)
     ssft_config.from_dict(plain.load(buf.getvalue()), f"{params_file} with flow parameters {overrides}")
-    tmp = params_file.with_name(params_file.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(params_file)
+    atomic.write_text(params_file, buf.getvalue())
 
 
 @flow(name="ssft")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ssft import atomic
 from ssft import config as config_mod
 
 log = logging.getLogger("ssft")
@@ -117,11 +118,7 @@ def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     tracker = _tracker(cfg, args)
     metrics = json.loads((Path(args.results) / args.method / "metrics.json").read_text())
     info = tracker.register(Path(args.models) / args.method, metrics) if tracker else {"registered": False}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    tmp.replace(out)
+    atomic.write_text(Path(args.out), json.dumps(info, indent=2))
 
 
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:

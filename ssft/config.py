@@ -111,7 +111,6 @@ class Config:
 
 SECTIONS = {"task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
             "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig}
-FOREIGN_SECTIONS: set[str] = set()
 
 
 class ConfigError(ValueError):
@@ -184,7 +183,7 @@ def from_dict(raw: dict[str, Any], source: str = "params") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     for key in raw:
-        if key not in SECTIONS and key not in FOREIGN_SECTIONS and key != "seed":
+        if key not in SECTIONS and key != "seed":
             errors.append(f"{key}: unknown section; known: seed, {', '.join(SECTIONS)}")
     seed = _coerce(raw.get("seed", 0), "int", "seed", errors)
     sections = {name: _section(cls, raw.get(name), name, errors) for name, cls in SECTIONS.items()}

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from ssft import metrics, models, traces
+from ssft.atomic import replace_dir, temp_path
 from ssft.config import Config
 from ssft.forking import prompt_ids
-from ssft.models import replace_dir
 from ssft.sampling import generate
 from ssft.tasks import extract_answer, get_task
 from ssft.tasks.base import problem_from
@@ -85,7 +85,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> di
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),
               "best_tag": best or 0}
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp = temp_path(out_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     with open(tmp / "details.jsonl", "w") as f:

@@ -8,7 +8,6 @@ N, the method and the prompt layout), so evaluation rebuilds exactly the prompts
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from ssft.atomic import replace_dir, temp_path
 from ssft.config import ModelConfig
 from ssft.forking import SHARED_TAG, add_tags, build_char_tokenizer, tag_tokens, uses_chat_template
 
@@ -89,7 +89,7 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, 
 
     ``extra`` maps file names to text written beside the model (e.g. the training statistics)."""
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -100,16 +100,6 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, 
     for name, text in (extra or {}).items():
         (tmp / name).write_text(text)
     replace_dir(tmp, out)
-
-
-def replace_dir(tmp: Path, out: Path) -> None:
-    """Swap a finished directory into place (the old one is removed only after the new one is complete)."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load(path: Path, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:

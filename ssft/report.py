@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from ssft import atomic
 
 # Rows of the summary table, in reading order: accuracy and voting, then diversity of modes.
 HEADLINE = ("pass@1", "pass@1_best_tag", "mean_acc", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity",
@@ -38,8 +39,6 @@ def write_report(results_dir: Path, methods: list[str]) -> str:
     table = collect(results_dir, methods)
     text = "# SSFT vs baselines\n\nSampled metrics at eval.temperature; `_greedy` = one greedy generation " \
            "per tag.\n\n" + markdown(table)
-    for name, body in (("summary.md", text), ("summary.json", json.dumps(table, indent=2, sort_keys=True))):
-        tmp = Path(results_dir) / f"{name}.tmp"
-        tmp.write_text(body)
-        os.replace(tmp, Path(results_dir) / name)
+    atomic.write_text(Path(results_dir) / "summary.md", text)
+    atomic.write_text(Path(results_dir) / "summary.json", json.dumps(table, indent=2, sort_keys=True))
     return text

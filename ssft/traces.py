@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssft import atomic
 from ssft.tasks import Task, extract_answer
 from ssft.tasks.base import Problem
 
@@ -64,7 +65,7 @@ def write(rows: list[dict], path: Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = atomic.temp_path(path)
     Dataset.from_list([{c: r.get(c) for c in COLUMNS} for r in rows]).to_parquet(str(tmp))
     os.replace(tmp, path)
 

@@ -294,8 +294,6 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
            "train_loss": result.training_loss, "epochs": stats.history,
            "tag_source_totals": {str(k): v for k, v in sorted(stats.totals().items())},
            "log_history": trainer.state.log_history}
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
     return trainer.accelerator.unwrap_model(trainer.model), out
 
 
@@ -309,9 +307,12 @@ def prepare_checkpoint_dir(ckpt_dir: Path, fp: str) -> None:
     marker.write_text(fp)
 
 
+def distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def is_main_process() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
-        torch.distributed.get_rank() == 0
+    return not distributed() or torch.distributed.get_rank() == 0
 
 
 
@@ -341,7 +342,7 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
         meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
                 "sources": sources}
         models.save(model, tokenizer, out, meta, extra={STATS_FILE: json.dumps(stats, indent=1, default=str)})
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()
     return stats
