@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from ssft.config import from_dict
-from ssft.forking import completion_ids, prompt_ids, question_ids
-from ssft.matching import ScoreItem, assign, score_costs
-from ssft.models import build
-from ssft.tasks import get_task
-from ssft.trainer import Example, build_batch, sequence_loss
+from ssft.data.tasks import get_task
+from ssft.train.forking import completion_ids, prompt_ids, question_ids
+from ssft.train.matching import ScoreItem, assign, score_costs
+from ssft.train.models import build
+from ssft.train.trainer import Example, build_batch, sequence_loss
 
 
 def main() -> None:

@@ -72,8 +72,8 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    from ssft import traces
-    from ssft.tasks import get_task
+    from ssft.data import traces
+    from ssft.data.tasks import get_task
 
     task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
     splits = traces.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed,
@@ -88,7 +88,7 @@ def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    from ssft.trainer import run_stage
+    from ssft.train.trainer import run_stage
 
     train_file, out = Path(args.traces) / "train.parquet", Path(args.models) / args.method
     tracker = _tracker(cfg, args)
@@ -101,7 +101,7 @@ def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    from ssft.evaluate import evaluate
+    from ssft.eval.evaluate import evaluate
 
     if cfg.train.threads:
         import torch
@@ -122,7 +122,7 @@ def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    from ssft.report import write_report
+    from ssft.eval.report import write_report
 
     print(write_report(Path(args.results), list(cfg.train.methods)))
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ssft import config, traces
-from ssft.tasks import get_task
+from ssft import config
+from ssft.data import traces
+from ssft.data.tasks import get_task
 
 TINY = {
     "seed": 0,

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from conftest import tiny_cfg
 
-from ssft import metrics
-from ssft.evaluate import _as_generations, evaluate
-from ssft.report import write_report
-from ssft.trainer import run_stage
+from ssft.eval import metrics
+from ssft.eval.evaluate import _as_generations, evaluate
+from ssft.eval.report import write_report
+from ssft.train.trainer import run_stage
 
 KEYS = {"pass@1", "pass@1_best_tag", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity", "nmi", "blended",
         "cons@8", "pass@8", "mean_acc"}
@@ -17,8 +17,8 @@ KEYS = {"pass@1", "pass@1_best_tag", "cons@N", "cons@N_ties", "pass@N", "coverag
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ssft import traces
-    from ssft.tasks import get_task
+    from ssft.data import traces
+    from ssft.data.tasks import get_task
 
     root = tmp_path_factory.mktemp("eval")
     cfg = tiny_cfg(**{"eval.ks": [2, 8]})

@@ -9,9 +9,11 @@ from tokenizers import Tokenizer, pre_tokenizers
 from tokenizers import models as tk_models
 from transformers import PreTrainedTokenizerFast
 
-from ssft import models
 from ssft.config import ModelConfig
-from ssft.forking import (
+from ssft.data.traces import QuestionTraces
+from ssft.eval.sampling import generate
+from ssft.train import models
+from ssft.train.forking import (
     SHARED_TAG,
     add_tags,
     build_char_tokenizer,
@@ -21,9 +23,7 @@ from ssft.forking import (
     question_ids,
     tag_tokens,
 )
-from ssft.sampling import generate
-from ssft.traces import QuestionTraces
-from ssft.trainer import tokenize
+from ssft.train.trainer import tokenize
 
 
 @pytest.mark.parametrize("n", [1, 4, 6, 12])

@@ -1,5 +1,5 @@
 """`ssft` imports on a box that has only torch, transformers and scipy: Prefect, MLflow and DVC stay at the
-edges (flows/, ssft/tracking.py), and the CLI works with tracking off."""
+edges (flows/, ssft/tracking/), and the CLI works with tracking off."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ for name in ('prefect', 'mlflow', 'dvc'):
     sys.modules[name] = None  # import raises ImportError, find_spec says "not installed"
 import importlib, pkgutil, ssft
 for m in pkgutil.walk_packages(ssft.__path__, 'ssft.'):
-    if m.name != 'ssft.tracking':
+    if not m.name.startswith('ssft.tracking'):
         importlib.import_module(m.name)
 from ssft.cli import main
 sys.exit(main(['--params', sys.argv[1], '--set', 'tracking.enabled=false', 'traces', '--out', sys.argv[2]]))

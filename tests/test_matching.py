@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssft import models
 from ssft.config import ModelConfig
-from ssft.forking import completion_ids, prompt_ids
-from ssft.matching import MatchStats, ScoreItem, assign, score_costs
-from ssft.tasks import get_task
+from ssft.data.tasks import get_task
+from ssft.train import models
+from ssft.train.forking import completion_ids, prompt_ids
+from ssft.train.matching import MatchStats, ScoreItem, assign, score_costs
 
 
 def brute_force(cost: np.ndarray) -> float:

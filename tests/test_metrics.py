@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from ssft.metrics import (
+from ssft.eval.metrics import (
     Generation,
     best_tag,
     compute_metrics,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ssft.tasks import TASKS, extract_answer, get_task
-from ssft.tasks.base import problem_from
+from ssft.data.tasks import TASKS, extract_answer, get_task
+from ssft.data.tasks.base import problem_from
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

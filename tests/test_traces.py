@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ssft import traces
-from ssft.tasks import get_task
+from ssft.data import traces
+from ssft.data.tasks import get_task
 
 
 def rows(n_q: int = 2) -> list[dict]:

@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_cfg
 from transformers import TrainerCallback
 
-from ssft import models
-from ssft.trainer import Example, build_batch, choose_tags, last_complete_checkpoint, run_stage
+from ssft.train import models
+from ssft.train.trainer import Example, build_batch, choose_tags, last_complete_checkpoint, run_stage
 
 EX = Example("q", prompts=((1, 7, 8), (1, 7, 9), (1, 7, 10)), tag_pos=2, completions=((5, 2), (6, 6, 2)),
              sources=("a", "b"), strategy=(1, 0))
@@ -134,7 +134,7 @@ def test_two_process_ddp_gathers_global_statistics(tmp_path: Path, trace_dir: Pa
 
 
 def test_checkpoint_fingerprint_covers_training_inputs_only(trace_dir: Path) -> None:
-    from ssft.trainer import fingerprint
+    from ssft.train.trainer import fingerprint
 
     f = trace_dir / "train.parquet"
     base = fingerprint(tiny_cfg(), "ssft", f)

@@ -31,16 +31,18 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback
 
-from ssft import models, traces
 from ssft.config import Config
-from ssft.forking import completion_ids, prompt_ids, question_ids
-from ssft.matching import MatchStats, ScoreItem, assign, score_costs
-from ssft.tasks import get_task
-from ssft.traces import QuestionTraces
+from ssft.data import traces
+from ssft.data.tasks import get_task
+from ssft.data.traces import QuestionTraces
+from ssft.train import models
+from ssft.train.forking import completion_ids, prompt_ids, question_ids
+from ssft.train.matching import MatchStats, ScoreItem, assign, score_costs
 
 log = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
-TRAINING_CODE = ("trainer.py", "matching.py", "models.py", "forking.py", "config.py")
+# What a trained model depends on in code (dvc.yaml's train deps list the same; a test checks they agree).
+TRAINING_CODE = ("ssft/train", "ssft/config.py")
 
 
 @dataclass(frozen=True)
@@ -243,9 +245,19 @@ def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
     relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in bookkeeping}
     h = hashlib.sha256(json.dumps([relevant, method], sort_keys=True, default=str).encode())
     h.update(Path(traces_file).read_bytes())
-    for module in TRAINING_CODE:  # a code change means the old checkpoints are not this run's
-        h.update((Path(__file__).parent / module).read_bytes())
+    for path in training_code_files():  # a code change means the old checkpoints are not this run's
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def training_code_files() -> list[Path]:
+    """The source files of TRAINING_CODE, in a stable order."""
+    root = Path(__file__).resolve().parents[2]
+    files = []
+    for entry in TRAINING_CODE:
+        p = root / entry
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    return files
 
 
 def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssft import atomic
-from ssft.tasks import Task, extract_answer
-from ssft.tasks.base import Problem
+from ssft.data.tasks import Task, extract_answer
+from ssft.data.tasks.base import Problem
 
 log = logging.getLogger(__name__)
 COLUMNS = ("question_id", "question", "answer", "trace", "source", "mode")

@@ -25,7 +25,7 @@ from transformers import (
 
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import ModelConfig
-from ssft.forking import SHARED_TAG, add_tags, build_char_tokenizer, tag_tokens, uses_chat_template
+from ssft.train.forking import SHARED_TAG, add_tags, build_char_tokenizer, tag_tokens, uses_chat_template
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TAGS_FILE = "tags.json"

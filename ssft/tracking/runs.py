@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import subprocess
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,9 @@ from ssft.config import Config
 log = logging.getLogger(__name__)
 PIPELINE_ENV = "SSFT_PIPELINE_RUN_ID"  # set by the Prefect flow for the stages it runs
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3"]
+
+
+from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table
 
 
 def metric_name(key: str) -> str:
@@ -192,45 +194,12 @@ class Tracker:
             mlflow.log_dict(metrics, "eval/metrics.json")
             for name, fig in eval_figures(metrics, details, self.cfg.ssft.num_tags).items():
                 mlflow.log_figure(fig, f"eval/{name}.png")
-            mlflow.log_table(_tag_mode_table(details), "eval/tag_mode_counts.json")
+            mlflow.log_table(tag_mode_table(details), "eval/tag_mode_counts.json")
 
-    # -- registry ---------------------------------------------------------------------------
     def register(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
-        """Log the SSFT model (tokenizer and tag list included) and register a new version of ssft-<task>.
+        from ssft.tracking.registry import register
 
-        Alias ``candidate`` always moves to the new version; ``champion`` moves to it when its cons@N beats
-        the current champion's (or there is none).
-        """
-        if not self.enabled or not self.cfg.tracking.register:
-            return {"registered": False}
-        from ssft import models
-
-        rid = self.attach("ssft", model_dir)
-        model, tokenizer, meta = models.load(model_dir)
-        name = registered_name(self.cfg)
-        with mlflow.start_run(run_id=rid):
-            info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model",
-                                                 task="text-generation", pip_requirements=PIP_REQUIREMENTS,
-                                                 metadata={"forking_tags": meta["tags"], "method": meta["method"]},
-                                                 registered_model_name=name, await_registration_for=60)
-            mlflow.log_artifact(str(Path(model_dir) / models.TAGS_FILE), "model_extras")
-        version = int(info.registered_model_version)
-        cons = float(metrics["cons@N"])
-        self.client.set_model_version_tag(name, str(version), metric_name("cons@N"), str(cons))
-        self.client.set_model_version_tag(name, str(version), "run_id", rid)
-        self.client.set_registered_model_alias(name, "candidate", str(version))
-        try:
-            champ = self.client.get_model_version_by_alias(name, "champion")
-            champ_cons = float(champ.tags.get(metric_name("cons@N"), "-inf"))
-        except mlflow.exceptions.MlflowException:
-            champ, champ_cons = None, float("-inf")
-        promoted = cons > champ_cons
-        if promoted:
-            self.client.set_registered_model_alias(name, "champion", str(version))
-        champion = version if promoted else int(champ.version)
-        log.info("registered %s v%d (cons@N %.3f); champion: v%d", name, version, cons, champion)
-        return {"registered": True, "name": name, "version": version, "cons@N": cons, "champion": champion,
-                "promoted": promoted, "run_id": rid}
+        return register(self, model_dir, metrics)
 
 
 class TrainingRun:
@@ -290,89 +259,9 @@ class MlflowTrainingCallback(TrainerCallback):
             self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, e)
                                                         for k, v in values.items() if v is not None])
             counts = summary["tag_source_counts"]
-            self.client.log_table(self.run_id, _counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
+            self.client.log_table(self.run_id, counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
             self.client.log_figure(self.run_id, heatmap(counts, f"tag x source matches, epoch {e}", "source"),
                                    f"match/tag_source_epoch{e:03d}.png")
         self.logged_epochs = len(history)
-
-
-# -- tables and plots --------------------------------------------------------------------------
-def _counts_table(counts: dict[str, dict[str, int]]) -> dict[str, list]:
-    cols = sorted({c for row in counts.values() for c in row})
-    tags = sorted(counts, key=int)
-    return {"tag": tags, **{c: [counts[t].get(c, 0) for t in tags] for c in cols}}
-
-
-def _tag_mode_table(details: list[dict]) -> dict[str, list]:
-    counts: dict[str, Counter] = defaultdict(Counter)
-    for r in details:
-        if r["temperature"] > 0:
-            counts[str(r["tag"] or 0)][r["mode"] or "none"] += 1
-    return _counts_table({t: dict(c) for t, c in counts.items()})
-
-
-def heatmap(counts: dict[str, dict[str, int]], title: str, xlabel: str) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    table = _counts_table(counts)
-    cols = [c for c in table if c != "tag"]
-    data = np.array([table[c] for c in cols]).T if cols else np.zeros((len(table["tag"]), 0))
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(len(cols), 1), 0.8 + 0.5 * max(len(table["tag"]), 1)))
-    ax.imshow(data, cmap="Blues", aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-    ax.set_yticks(range(len(table["tag"])), [f"tag {t}" if t != "0" else "shared" for t in table["tag"]])
-    for (i, j), v in np.ndenumerate(data):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
-
-
-def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) -> dict[str, Any]:
-    """Tag x strategy heatmap, per-tag length histogram, pass@k and cons@k versus k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sampled = [r for r in details if r["temperature"] > 0]
-    modes: dict[str, Counter] = defaultdict(Counter)
-    lengths: dict[str, list[int]] = defaultdict(list)
-    for r in sampled:
-        tag = str(r["tag"] or 0)
-        modes[tag][r["mode"] or "none"] += 1
-        lengths[tag].append(r["length"])
-    figs = {"tag_strategy_heatmap": heatmap({t: dict(c) for t, c in modes.items()},
-                                            "tag x strategy (sampled generations)", "strategy")}
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for tag in sorted(lengths, key=int):
-        ax.hist(lengths[tag], bins=20, alpha=0.5, label=f"tag {tag}" if tag != "0" else "shared")
-    ax.set_xlabel("generated tokens")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    plt.close(fig)
-    figs["length_histogram"] = fig
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for family in ("pass", "cons"):
-        points = {int(k.split("@")[1]): v for k, v in metrics.items()
-                  if k.startswith(family + "@") and k.split("@")[1].isdigit()}
-        if f"{family}@N" in metrics:
-            points[n_tags] = metrics[f"{family}@N"]
-        if points:
-            ks = sorted(points)
-            ax.plot(ks, [points[k] for k in ks], marker="o", label=f"{family}@k")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.legend()
-    fig.tight_layout()
-    plt.close(fig)
-    figs["pass_cons_vs_k"] = fig
-    return figs
 
 

@@ -1,8 +1,8 @@
 """Synthetic task families, by name: ``get_task("add4", marked=True)``."""
 
-from ssft.tasks.add4 import Add4
-from ssft.tasks.base import Problem, Task, extract_answer
-from ssft.tasks.mult import Mult
+from ssft.data.tasks.add4 import Add4
+from ssft.data.tasks.base import Problem, Task, extract_answer
+from ssft.data.tasks.mult import Mult
 
 TASKS: dict[str, type[Task]] = {"add4": Add4, "mult": Mult}
 

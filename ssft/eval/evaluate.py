@@ -3,7 +3,7 @@
 Two generation sets per eval question, both batched across questions:
     greedy   one generation per tag (the untagged ``sft`` model: one, from its single prompt)
     sampled  ``eval.samples`` at ``eval.temperature``, split evenly over the tags
-Metrics (see ``ssft.metrics``) come from the sampled set, and again from the greedy set with suffix
+Metrics (see ``ssft.eval.metrics``) come from the sampled set, and again from the greedy set with suffix
 ``_greedy``. ``details.jsonl`` holds one line per generation, so every figure can be recomputed.
 Run: ``ssft evaluate --method ssft``.
 """
@@ -17,14 +17,16 @@ from pathlib import Path
 
 import torch
 
-from ssft import metrics, models, traces
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import Config
-from ssft.forking import prompt_ids
-from ssft.sampling import generate
-from ssft.tasks import extract_answer, get_task
-from ssft.tasks.base import problem_from
-from ssft.trainer import STATS_FILE
+from ssft.data import traces
+from ssft.data.tasks import extract_answer, get_task
+from ssft.data.tasks.base import problem_from
+from ssft.eval import metrics
+from ssft.eval.sampling import generate
+from ssft.train import models
+from ssft.train.forking import prompt_ids
+from ssft.train.trainer import STATS_FILE
 
 log = logging.getLogger(__name__)
 

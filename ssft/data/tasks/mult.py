@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from ssft.tasks.base import Task, parse_steps, steps_match
+from ssft.data.tasks.base import Task, parse_steps, steps_match
 
 R = [("r", i) for i in range(4)]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 
-from ssft.tasks.base import Task, parse_steps, steps_match
+from ssft.data.tasks.base import Task, parse_steps, steps_match
 
 R0, R1 = ("r", 0), ("r", 1)
 

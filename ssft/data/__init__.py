@@ -1,0 +1,1 @@
+"""Data: synthetic tasks, the trace dataset and its validation."""

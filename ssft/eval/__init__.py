@@ -1,0 +1,1 @@
+"""Evaluation: tag-prompted sampling, metrics, the evaluate and report stages."""

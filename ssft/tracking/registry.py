@@ -1,0 +1,52 @@
+"""The model registry: the SSFT model (tokenizer and tag list included) as a new version of ``ssft-<task>``,
+with aliases ``candidate`` (newest) and ``champion`` (best cons@N so far)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from ssft.tracking.runs import PIP_REQUIREMENTS, Tracker, metric_name, registered_name
+
+log = logging.getLogger(__name__)
+
+
+def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+    """Log the SSFT model (tokenizer and tag list included) and register a new version of ssft-<task>.
+
+    Alias ``candidate`` always moves to the new version; ``champion`` moves to it when its cons@N beats
+    the current champion's (or there is none).
+    """
+    if not tracker.enabled or not tracker.cfg.tracking.register:
+        return {"registered": False}
+    from ssft.train import models
+
+    rid = tracker.attach("ssft", model_dir)
+    model, tokenizer, meta = models.load(model_dir)
+    name = registered_name(tracker.cfg)
+    with mlflow.start_run(run_id=rid):
+        info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model",
+                                             task="text-generation", pip_requirements=PIP_REQUIREMENTS,
+                                             metadata={"forking_tags": meta["tags"], "method": meta["method"]},
+                                             registered_model_name=name, await_registration_for=60)
+        mlflow.log_artifact(str(Path(model_dir) / models.TAGS_FILE), "model_extras")
+    version = int(info.registered_model_version)
+    cons = float(metrics["cons@N"])
+    tracker.client.set_model_version_tag(name, str(version), metric_name("cons@N"), str(cons))
+    tracker.client.set_model_version_tag(name, str(version), "run_id", rid)
+    tracker.client.set_registered_model_alias(name, "candidate", str(version))
+    try:
+        champ = tracker.client.get_model_version_by_alias(name, "champion")
+        champ_cons = float(champ.tags.get(metric_name("cons@N"), "-inf"))
+    except mlflow.exceptions.MlflowException:
+        champ, champ_cons = None, float("-inf")
+    promoted = cons > champ_cons
+    if promoted:
+        tracker.client.set_registered_model_alias(name, "champion", str(version))
+    champion = version if promoted else int(champ.version)
+    log.info("registered %s v%d (cons@N %.3f); champion: v%d", name, version, cons, champion)
+    return {"registered": True, "name": name, "version": version, "cons@N": cons, "champion": champion,
+            "promoted": promoted, "run_id": rid}

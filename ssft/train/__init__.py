@@ -1,0 +1,1 @@
+"""Training: forking tokens, models, matching, the loss and the SSFT Trainer."""
