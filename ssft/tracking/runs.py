@@ -28,13 +28,11 @@ from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
 from ssft.config import Config
+from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table
 
 log = logging.getLogger(__name__)
 PIPELINE_ENV = "SSFT_PIPELINE_RUN_ID"  # set by the Prefect flow for the stages it runs
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3"]
-
-
-from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table
 
 
 def metric_name(key: str) -> str:
