@@ -46,8 +46,18 @@ class ModelConfig:
     intermediate_size: int = _f(512, "MLP width")
     max_length: int = _f(128, "max tokens of prompt + trace; longer examples are an error")
     attn_implementation: str = _f("eager", "eager | sdpa | flash_attention_2 (eager is fastest for tiny CPU models)")
-    dtype: str = _f("float32", "float32 | bfloat16 (GPU) | float16")
-    tag_init: str = _f("mean", "embedding init of new tag tokens: mean (of existing rows) | random")
+    dtype: str = _f("float32", "compute dtype: float32 | bfloat16 (mixed precision: float32 master weights and "
+                    "optimizer state, bf16 autocast; GPU, or CPU) | float16 (CUDA only, with loss scaling)")
+    pure_dtype: bool = _f(False, "opt-in: keep weights and optimizer state in model.dtype too (no float32 master "
+                          "copy; half the memory, but with bf16 an update below ~1/256 of a weight is rounded away, "
+                          "so at lr 1e-5 most weights never move)")
+    save_dtype: str = _f("float32", "dtype of the saved trained weights: float32 | bfloat16 | float16")
+    tag_init: str = _f("mean", "embedding init of new tag tokens: mean (of existing rows) | random; tags "
+                       "already in the checkpoint's vocabulary keep their trained rows")
+    tag_format: str = _f("<think{i}>", "tag string, {i} = 1..N; the shared SFT tag is the format without the number")
+    lora_rank: int = _f(0, "LoRA rank via peft (0 = full fine-tuning); tag embedding rows always train")
+    lora_alpha: int = _f(32, "LoRA scaling alpha")
+    lora_targets: str = _f("all-linear", "peft target_modules: all-linear, or comma-separated module names")
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,10 @@ class TrainConfig:
     save_steps: int = _f(250, "checkpoint every this many steps (resume after a kill)")
     logging_steps: int = _f(50, "log loss, rate and assignment statistics every this many steps")
     threads: int = _f(0, "torch CPU threads; 0 = torch default")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, ~30% more compute")
+    group_by_length: bool = _f(False, "batch questions of similar length together (less padding on real data)")
+    loss_kernel: str = _f("auto", "output projection + cross-entropy: torch (chunked, never the full-vocabulary "
+                          "logits) | liger (liger-kernel's fused kernel, CUDA) | auto (liger when installed on CUDA)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,13 @@ def _check(cfg: Config, errors: list[str]) -> None:
          "use eager, sdpa or flash_attention_2"),
         (m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "use float32, bfloat16 or float16"),
         (m.tag_init in ("mean", "random"), "model.tag_init", "use mean or random"),
+        (m.save_dtype in ("float32", "bfloat16", "float16"), "model.save_dtype", "use float32, bfloat16 or float16"),
+        (not m.pure_dtype or m.dtype != "float32", "model.pure_dtype",
+         "only means something with model.dtype bfloat16 or float16"),
+        ("{i}" in m.tag_format and m.tag_format.replace("{i}", "") != "", "model.tag_format",
+         "must contain {i} and some other text, e.g. <think{i}>"),
+        (m.lora_rank >= 0, "model.lora_rank", "use 0 (full fine-tuning) or a positive rank"),
+        (t.loss_kernel in ("auto", "torch", "liger"), "train.loss_kernel", "use auto, torch or liger"),
         (all(x in METHODS for x in t.methods), "train.methods", f"each must be one of {METHODS}"),
         (t.max_steps >= 1, "train.max_steps", "use >= 1"),
         (t.questions_per_step >= 1, "train.questions_per_step", "use >= 1"),

@@ -31,6 +31,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 TAGS_FILE = "tags.json"
 
 
+def master_dtype(cfg: ModelConfig) -> torch.dtype:
+    """The dtype weights and optimizer state live in: float32, the master copy that mixed precision
+    (model.dtype = compute dtype, autocast) updates; model.dtype itself only with the pure_dtype opt-in."""
+    return DTYPES[cfg.dtype] if cfg.pure_dtype else torch.float32
+
+
 def tiny_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
     """A randomly initialised Llama of ``cfg``'s size; the same seed gives the same init for every method."""
     config = LlamaConfig(
@@ -41,7 +47,7 @@ def tiny_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
         pad_token_id=tokenizer.pad_token_id, attn_implementation=cfg.attn_implementation,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).to(DTYPES[cfg.dtype])
+    return LlamaForCausalLM(config).to(master_dtype(cfg))
 
 
 def init_tag_embeddings(model: PreTrainedModel, tag_ids: list[int], n_old: int, how: str) -> None:
@@ -65,7 +71,7 @@ def pretrained_model(cfg: ModelConfig, n_tags: int) -> tuple[PreTrainedModel, Pr
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     n_old = len(tokenizer)
     tag_ids = add_tags(tokenizer, n_tags)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[cfg.dtype],
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=master_dtype(cfg),
                                                  attn_implementation=cfg.attn_implementation)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -84,14 +90,15 @@ def build(cfg: ModelConfig, n_tags: int, seed: int) -> tuple[PreTrainedModel, Pr
 
 
 def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, meta: dict[str, Any],
-         extra: dict[str, str] | None = None) -> None:
+         extra: dict[str, str] | None = None, dtype: str = "float32") -> None:
     """Write a model directory atomically: a sibling ``.tmp`` is filled, then renamed into place.
 
-    ``extra`` maps file names to text written beside the model (e.g. the training statistics)."""
+    The weights are written in ``dtype`` (the model is converted in place: call this last). ``extra`` maps
+    file names to text written beside the model (e.g. the training statistics)."""
     out = Path(out)
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.to(DTYPES[dtype]).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     n_tags = meta["num_tags"]
     tags = {"tags": tag_tokens(n_tags), "shared_tag": SHARED_TAG, "chat_template": uses_chat_template(tokenizer),

@@ -266,6 +266,14 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def mixed_precision(cfg: Config) -> dict[str, bool]:
+    """Trainer flags for model.dtype: autocast over float32 master weights, unless pure_dtype opts out."""
+    m = cfg.model
+    if m.dtype == "float16" and not torch.cuda.is_available():
+        raise ValueError("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
+    return {"bf16": m.dtype == "bfloat16" and not m.pure_dtype, "fp16": m.dtype == "float16" and not m.pure_dtype}
+
+
 def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
     t = cfg.train
     return TrainingArguments(
@@ -274,7 +282,7 @@ def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm or None,
         logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=2, report_to="none",
         remove_unused_columns=False, restore_callback_states_from_checkpoint=True, seed=cfg.seed,
-        data_seed=cfg.seed, disable_tqdm=True, bf16=cfg.model.dtype == "bfloat16" and torch.cuda.is_available(),
+        data_seed=cfg.seed, disable_tqdm=True, **mixed_precision(cfg),
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False, dataloader_num_workers=0,
     )
 
@@ -353,7 +361,8 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
     if is_main_process():
         meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
                 "sources": sources}
-        models.save(model, tokenizer, out, meta, extra={STATS_FILE: json.dumps(stats, indent=1, default=str)})
+        models.save(model, tokenizer, out, meta, extra={STATS_FILE: json.dumps(stats, indent=1, default=str)},
+                    dtype=cfg.model.save_dtype)
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()
