@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ssft.config import ModelConfig
-from ssft.data.tasks import get_task
 from ssft.train import models
-from ssft.train.forking import completion_ids, prompt_ids
 from ssft.train.matching import MatchStats, ScoreItem, assign, score_costs
 
 
@@ -45,37 +43,39 @@ def test_more_traces_than_tags_is_an_error() -> None:
 
 @pytest.fixture(scope="module")
 def scored() -> tuple:
-    task = get_task("add4", marked=False)
+    """A tiny model and 5 questions of different lengths (so shared prefixes are padded differently), each
+    with N = 6 tag prompts (question + tag + a shared suffix) and 2..4 traces of different lengths."""
     model, tok = models.build(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), 6, 0)
-    problems = task.problems(5, seed=0)
-    items = [ScoreItem([prompt_ids(tok, p.question, i) for i in range(1, 7)],
-                       [completion_ids(tok, task.render(p, s)) for s in task.strategies[: 2 + k % 3]])
-             for k, p in enumerate(problems)]
+    g = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(5, 60, (n,), generator=g).tolist()
+    items = []
+    for k in range(5):
+        question, suffix = ids(3 + 2 * k), ids(k % 2)
+        tags = [60 + i for i in range(6)]
+        items.append(ScoreItem([question + [t] + suffix for t in tags],
+                               [ids(4 + (3 * j + k) % 7) + [2] for j in range(2 + k % 3)]))
     return model, tok, items
 
 
-@pytest.mark.parametrize("cost_tokens", [0, 5, 12])
-def test_prefix_cache_gives_the_same_costs(scored: tuple, cost_tokens: int) -> None:
-    model, tok, items = scored
-    a = score_costs(model, items, cost_tokens, tok.pad_token_id, prefix_cache=True)
-    b = score_costs(model, items, cost_tokens, tok.pad_token_id, prefix_cache=False)
-    assert [x.shape for x in a] == [(len(it.completions), 6) for it in items]
-    for x, y in zip(a, b):
-        np.testing.assert_allclose(x, y, atol=1e-5)
+def _naive(model, prompt: list[int], comp: list[int], cost_tokens: int) -> float:  # noqa: ANN001
+    """One unpadded forward per (trace, tag): mean NLL of the first L trace tokens."""
+    n = cost_tokens or len(comp)
+    x = torch.tensor([prompt + comp])
+    with torch.no_grad():
+        logits = model(input_ids=x).logits[0].float()
+    nll = F.cross_entropy(logits[:-1], x[0, 1:], reduction="none")
+    return nll[len(prompt) - 1: len(prompt) - 1 + min(n, len(comp))].mean().item()
 
 
-def test_cost_is_mean_nll_of_first_l_trace_tokens_only(scored: tuple) -> None:
+@pytest.mark.parametrize("prefix_cache", [True, False])
+@pytest.mark.parametrize("cost_tokens", [0, 5])
+def test_costs_equal_one_unpadded_forward_per_pair(scored: tuple, cost_tokens: int, prefix_cache: bool) -> None:
     model, tok, items = scored
-    it, L = items[0], 7
-    costs = score_costs(model, items[:1], L, tok.pad_token_id)[0]
-    for j, i in [(0, 0), (1, 3)]:
-        prompt, comp = list(it.prompts[i]), list(it.completions[j])
-        ids = torch.tensor([prompt + comp])
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0]
-        nll = F.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
-        want = nll[len(prompt) - 1: len(prompt) - 1 + L].mean().item()
-        assert costs[j, i] == pytest.approx(want, abs=1e-5)
+    costs = score_costs(model, items, cost_tokens, tok.pad_token_id, prefix_cache=prefix_cache)
+    assert [c.shape for c in costs] == [(len(it.completions), 6) for it in items]
+    for it, c in zip(items, costs):
+        want = [[_naive(model, list(p), list(t), cost_tokens) for p in it.prompts] for t in it.completions]
+        np.testing.assert_allclose(c, np.array(want), atol=1e-5)
 
 
 def test_scoring_leaves_training_mode_and_grads_alone(scored: tuple) -> None:

@@ -3,11 +3,13 @@
 Cost (paper Eq. 2): ``C[j, i]`` = mean NLL of the first L tokens of trace j given question + ``<think i>``;
 only trace tokens are scored, never the question or the tag. Assignment (Eq. 3): the injective map
 traces -> tags of least total cost, ``scipy.optimize.linear_sum_assignment`` on the rectangular (M <= N)
-matrix. Scoring runs the shared question prefix once and reuses its KV cache for all M*N rows.
+matrix. Scoring runs each question's shared prefix once (all questions in one call) and reuses its KV
+cache for all M*N rows (one more call); only the L scored tokens per row ever meet the output projection.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -15,9 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from transformers import PreTrainedModel
+
+from ssft.train.loss import Targets, token_nll
 
 TIE_RESOLUTION = 1e-6  # costs closer than this (nats) count as equal
 
@@ -38,94 +41,100 @@ def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def _rows(item: ScoreItem, cost_tokens: int, skip: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    """The M*N scored rows (trace-major), each prompt[skip:] + first L completion tokens, and the
-    (start, end) span of the scored completion tokens within each row."""
-    rows, spans = [], []
-    for comp in item.completions:
-        comp = list(comp[:cost_tokens] if cost_tokens > 0 else comp)
-        for prompt in item.prompts:
-            head = list(prompt[skip:])
-            rows.append(head + comp)
-            spans.append((len(head), len(head) + len(comp)))
-    return rows, spans
+def _prefix_len(item: ScoreItem, prefix_cache: bool) -> int:
+    """Tokens every prompt of the question shares (run once, cached); at least one prompt token is left
+    in each row so that the first scored token is predicted inside the row."""
+    if not prefix_cache:
+        return 0
+    return min(_common_prefix(item.prompts), min(len(p) for p in item.prompts) - 1)
 
 
-def _nll(logits: torch.Tensor, ids: torch.Tensor, spans: list[tuple[int, int]]) -> list[float]:
-    """Mean NLL over each row's span ``[a, b)``; token t is predicted by the logits at t-1 (a >= 1 always)."""
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")  # (R, T-1)
-    pos = torch.arange(1, ids.shape[1], device=ids.device)[None, :]                              # (1, T-1)
-    a, b = (torch.tensor(x, device=ids.device)[:, None] for x in zip(*spans))                    # (R, 1)
-    span = ((pos >= a) & (pos < b)).to(nll.dtype)
-    return ((nll * span).sum(1) / span.sum(1)).tolist()
+@dataclass(frozen=True)
+class _Layout:
+    """The scored rows of a whole batch, built on the host: ``tails`` right-padded (R, W), ``labels`` = the
+    tail ids on the scored span and -100 elsewhere, ``owner`` the question of each row."""
+
+    prefix: torch.Tensor       # (Q, P) left-padded shared prefixes
+    prefix_mask: torch.Tensor  # (Q, P)
+    tails: torch.Tensor        # (R, W)
+    tail_mask: torch.Tensor    # (R, W)
+    labels: torch.Tensor       # (R, W)
+    owner: torch.Tensor        # (R,)
+    plen: torch.Tensor         # (Q,) prefix length of each question
+
+
+def _layout(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool) -> _Layout:
+    plens = [_prefix_len(it, prefix_cache) for it in items]
+    tails, spans, owner = [], [], []
+    for q, (it, plen) in enumerate(zip(items, plens)):
+        for comp in it.completions:            # trace-major: row j * N + i is (trace j, tag i)
+            comp = list(comp[:cost_tokens] if cost_tokens > 0 else comp)
+            for prompt in it.prompts:
+                head = list(prompt[plen:])
+                tails.append(head + comp)
+                spans.append((len(head), len(head) + len(comp)))
+                owner.append(q)
+    width, pwidth = max(len(t) for t in tails), max(max(plens), 1)
+    ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for r, (t, (a, b)) in enumerate(zip(tails, spans)):
+        ids[r, : len(t)], mask[r, : len(t)] = torch.tensor(t), 1
+        labels[r, a:b] = ids[r, a:b]
+    prefix = torch.full((len(items), pwidth), pad_id, dtype=torch.long)
+    pmask = torch.zeros_like(prefix)
+    for q, (it, plen) in enumerate(zip(items, plens)):
+        if plen:
+            prefix[q, pwidth - plen:], pmask[q, pwidth - plen:] = torch.tensor(list(it.prompts[0][:plen])), 1
+    return _Layout(prefix, pmask, ids, mask, labels, torch.tensor(owner), torch.tensor(plens))
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    # transformers renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40).
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _row_nll(model: PreTrainedModel, lay: _Layout) -> torch.Tensor:
+    """(R,) mean NLL of each row's scored span, on the device: two forward calls for the whole batch (the
+    shared prefixes, then every row's tail over the repeated prefix cache), or one without a prefix."""
+    dev = model.device
+    targets = Targets.from_labels(lay.labels)
+    counts = (lay.labels != -100).sum(1)
+    tails, tail_mask, owner = (x.to(dev, non_blocking=True) for x in (lay.tails, lay.tail_mask, lay.owner))
+    kwargs: dict = {}
+    mask = tail_mask
+    if int(lay.plen.max()) > 0:
+        pmask = lay.prefix_mask.to(dev, non_blocking=True)
+        ppos = (pmask.cumsum(1) - 1).clamp(min=0)                       # left padding: positions from 0
+        out = model(input_ids=lay.prefix.to(dev, non_blocking=True), attention_mask=pmask, position_ids=ppos,
+                    use_cache=True, logits_to_keep=1)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache.reorder_cache(owner)                                       # (Q, ...) -> (R, ...)
+        mask = torch.cat([pmask[owner], tail_mask], dim=1)
+        start = lay.plen.to(dev, non_blocking=True)[owner][:, None]
+        kwargs = {_cache_kwarg(model): cache, "position_ids": start + torch.arange(tails.shape[1], device=dev)}
+    nll = token_nll(model, tails, mask, targets.to(dev), use_cache=False, **kwargs)   # (K,)
+    rows = targets.positions.to(dev, non_blocking=True) // tails.shape[1]
+    sums = torch.zeros(len(counts), dtype=torch.float32, device=dev).index_add_(0, rows, nll)
+    return sums / counts.to(dev, non_blocking=True)
 
 
 @torch.no_grad()
 def score_costs(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int,
                 prefix_cache: bool = True) -> list[np.ndarray]:
-    """One (M, N) cost matrix per question; no gradient, model in eval mode for the call."""
+    """One (M, N) cost matrix per question; no gradient, model in eval mode for the call, one transfer."""
     was_training = model.training
     model.eval()
     try:
-        if prefix_cache:
-            return _score_grouped(model, items, cost_tokens, pad_id)
-        return [_score_one(model, it, cost_tokens, pad_id) for it in items]
+        costs = _row_nll(model, _layout(items, cost_tokens, pad_id, prefix_cache)).double().cpu().numpy()
     finally:
         model.train(was_training)
-
-
-def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, r in enumerate(rows):
-        ids[k, : len(r)] = torch.tensor(r)
-        mask[k, : len(r)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _score_one(model: PreTrainedModel, item: ScoreItem, cost_tokens: int, pad_id: int) -> np.ndarray:
-    """Reference path: every row scored in full, no cache (right padding keeps positions from 0)."""
-    rows, spans = _rows(item, cost_tokens, 0)
-    ids, mask = _pad(rows, pad_id, model.device)
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    m, n = len(item.completions), len(item.prompts)
-    return np.array(_nll(logits, ids, spans), dtype=np.float64).reshape(m, n)
-
-
-def _score_grouped(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int,
-                   pad_id: int) -> list[np.ndarray]:
-    """Questions whose shared prefix has the same length run together: one prefix forward for the group,
-    its KV cache repeated for each of the question's M*N rows, then one forward over the tails."""
-    results: list[np.ndarray | None] = [None] * len(items)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for q, it in enumerate(items):
-        # Keep at least one prompt token out of the prefix so every row's tail starts inside the prompt.
-        groups[min(_common_prefix(it.prompts), min(len(p) for p in it.prompts) - 1)].append(q)
-    for plen, qs in groups.items():
-        if plen == 0:
-            for q in qs:
-                results[q] = _score_one(model, items[q], cost_tokens, pad_id)
-            continue
-        prefix = torch.tensor([list(items[q].prompts[0][:plen]) for q in qs], device=model.device)
-        cache = model(input_ids=prefix, use_cache=True).cache
-        rows, spans, owner = [], [], []
-        for g, q in enumerate(qs):
-            r, s = _rows(items[q], cost_tokens, plen)
-            rows += r
-            spans += s
-            owner += [g] * len(r)
-        cache.reorder_cache(torch.tensor(owner, device=model.device))
-        ids, mask = _pad(rows, pad_id, model.device)
-        full_mask = torch.cat([torch.ones(len(rows), plen, dtype=mask.dtype, device=mask.device), mask], dim=1)
-        logits = model(input_ids=ids, attention_mask=full_mask, cache=cache, use_cache=False).logits
-        costs = _nll(logits, ids, spans)
-        start = 0
-        for q in qs:
-            m, n = len(items[q].completions), len(items[q].prompts)
-            results[q] = np.array(costs[start: start + m * n], dtype=np.float64).reshape(m, n)
-            start += m * n
-    return results  # type: ignore[return-value]
+    out, start = [], 0
+    for it in items:
+        m, n = len(it.completions), len(it.prompts)
+        out.append(costs[start: start + m * n].reshape(m, n))
+        start += m * n
+    return out
 
 
 def assign(cost: np.ndarray) -> np.ndarray:

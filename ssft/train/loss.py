@@ -1,0 +1,205 @@
+"""Next-token NLL that never holds the full-vocabulary logits: for training and for matching costs.
+
+The model runs as usual, through whatever wraps it (DDP, accelerate's autocast, FSDP), but for the call its
+output projection ``lm_head`` computes cross-entropy instead of logits, and only at the positions that
+carry a label (training) or are scored (the L cost tokens), a chunk of rows at a time. Peak memory grows
+with chunk x vocab instead of batch x sequence x vocab, and only one chunk of logits is ever float32.
+
+    nll_sum(model, ids, mask, targets)      summed NLL of the targets, with gradient (training)
+    token_nll(model, ids, mask, targets)    NLL of each target, no gradient (matching costs)
+
+``Targets`` names the positions: hidden state ``b * T + t`` predicts token ``tokens[k]``.
+Kernels: ``torch`` (chunked; the default and the reference CPU tests check) or liger-kernel's fused linear
+cross-entropy (``liger``, CUDA, optional extra ``gpu``). Models that post-process their logits (Gemma's
+soft-capping, Cohere's logit scale) take the plain path: full logits, then the same selection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+LOGITS_PER_CHUNK = 2**25  # float32 logits held at once (128 MB): rows per chunk = this // vocab
+KERNELS = ("auto", "torch", "liger")
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Which hidden states are scored and against what: ``positions`` index the (B*T) flattened states."""
+
+    positions: torch.Tensor  # (K,) long
+    tokens: torch.Tensor     # (K,) long
+
+    @classmethod
+    def from_labels(cls, labels: torch.Tensor) -> Targets:
+        """Labels (B, T) aligned with input_ids, -100 where nothing is trained: the state at t predicts t+1.
+
+        >>> Targets.from_labels(torch.tensor([[-100, -100, 9, 5], [-100, 4, 2, -100]]))
+        Targets(positions=tensor([1, 2, 4, 5]), tokens=tensor([9, 5, 4, 2]))
+        """
+        nxt = torch.full_like(labels, -100)
+        nxt[:, :-1] = labels[:, 1:]
+        flat = nxt.flatten()
+        positions = (flat != -100).nonzero().squeeze(1)
+        return cls(positions, flat[positions])
+
+    def to(self, device: torch.device | str) -> Targets:
+        return Targets(self.positions.to(device, non_blocking=True), self.tokens.to(device, non_blocking=True))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Sum over rows of -log softmax(h W^T + b)[token]. Both gradients are computed chunk by chunk during
+    the forward (as liger-kernel does), so the backward holds no logits: it only scales them."""
+
+    @staticmethod
+    def forward(ctx, h, w, b, tokens, rows):  # noqa: ANN001, ANN205
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if need_b else None
+        for s in range(0, h.shape[0], rows):
+            hc, tc = h[s: s + rows], tokens[s: s + rows]
+            logits = _logits(hc, w, b)                                              # (C, V) float32
+            lse = torch.logsumexp(logits, dim=-1)                                   # (C,)
+            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            if not (need_h or need_w or need_b):
+                continue
+            g = torch.exp(logits.sub_(lse[:, None]), out=logits)                  # softmax, in place
+            g[torch.arange(len(tc), device=g.device), tc] -= 1.0                    # d nll / d logits
+            if grad_b is not None:
+                grad_b += g.sum(0)
+            g = g.to(h.dtype)
+            if grad_h is not None:
+                grad_h[s: s + rows] = g @ w
+            if grad_w is not None:
+                grad_w += (g.T @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.dtypes = (w.dtype, None if b is None else b.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):  # noqa: ANN001, ANN205
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        w_dtype, b_dtype = ctx.dtypes
+        scale = lambda g, dtype: None if g is None else (g * grad_total).to(dtype)
+        return scale(grad_h, grad_h.dtype if grad_h is not None else None), scale(grad_w, w_dtype), \
+            scale(grad_b, b_dtype), None, None
+
+
+def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    out = (h @ w.T).float()
+    return out if b is None else out + b.float()
+
+
+def _rows_per_chunk(vocab: int) -> int:
+    return max(1, LOGITS_PER_CHUNK // vocab)
+
+
+def _per_token(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+    """(K,) float32 NLL of each row, no gradient."""
+    rows = _rows_per_chunk(w.shape[0])
+    with torch.no_grad():
+        return torch.cat([F.cross_entropy(_logits(h[s: s + rows], w, b), tokens[s: s + rows], reduction="none")
+                          for s in range(0, h.shape[0], rows)]) if len(tokens) else h.new_zeros(0, dtype=torch.float32)
+
+
+def _liger_sum(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+    from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+    return LigerFusedLinearCrossEntropyLoss(reduction="sum")(w, h, tokens, b)
+
+
+def resolve_kernel(kernel: str, device: torch.device) -> str:
+    """``auto`` -> ``liger`` when liger-kernel is installed and the model is on CUDA, else ``torch``."""
+    if kernel not in KERNELS:
+        raise ValueError(f"train.loss_kernel={kernel!r}: use one of {KERNELS}")
+    try:
+        import liger_kernel  # noqa: F401
+
+        have_liger = True
+    except ImportError:
+        have_liger = False
+    if kernel == "liger" and not (have_liger and device.type == "cuda"):
+        raise ValueError("train.loss_kernel=liger needs CUDA and liger-kernel (pip install '.[gpu]'); "
+                         "use auto or torch")
+    if kernel == "auto":
+        return "liger" if have_liger and device.type == "cuda" else "torch"
+    return kernel
+
+
+def _compute_dtype(h: torch.Tensor) -> torch.dtype:
+    """What the replaced ``lm_head`` would have run in: autocast's dtype inside autocast, else the input's."""
+    dev = h.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+
+
+def _post_processes_logits(core: nn.Module) -> bool:
+    cfg = getattr(core, "config", None)
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return bool(getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None))
+
+
+@contextmanager
+def _head_replaced(core: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Swap ``lm_head.forward`` for one call. The module and its parameters stay where they are, so state
+    dicts, DDP's gradient hooks and FSDP's unsharding around the head all work as usual."""
+    head = core.get_output_embeddings()
+    previous = head.__dict__.get("forward")  # e.g. an accelerate offload hook
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if previous is None:
+            del head.forward
+        else:
+            head.forward = previous
+
+
+def _run(model: nn.Module, core: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: Targets,
+         reduce: bool, kernel: str, **model_kwargs: object) -> torch.Tensor:
+    head = core.get_output_embeddings()
+    if _post_processes_logits(core):  # the plain path: full logits, then the same selection
+        logits = model(input_ids=ids, attention_mask=mask, **model_kwargs).logits
+        sel = logits.reshape(-1, logits.shape[-1]).index_select(0, targets.positions).float()
+        return F.cross_entropy(sel, targets.tokens, reduction="sum" if reduce else "none")
+
+    def forward(hidden: torch.Tensor) -> torch.Tensor:                      # (B, T, H)
+        dtype = _compute_dtype(hidden)
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets.positions).to(dtype)   # (K, H)
+        w = head.weight.to(dtype)
+        b = None if head.bias is None else head.bias.to(dtype)
+        if not reduce:
+            return _per_token(h, w, b, targets.tokens)
+        if kernel == "liger":
+            return _liger_sum(h, w, b, targets.tokens)
+        return _LinearCrossEntropy.apply(h, w, b, targets.tokens, _rows_per_chunk(w.shape[0]))
+
+    with _head_replaced(core, forward):
+        return model(input_ids=ids, attention_mask=mask, **model_kwargs).logits
+
+
+def nll_sum(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: Targets, core: nn.Module | None = None,
+            kernel: str = "torch", **model_kwargs: object) -> torch.Tensor:
+    """Summed next-token NLL (float32 scalar, differentiable) of ``targets`` in rows ``ids`` (B, T).
+
+    ``model`` is what is called (possibly DDP/autocast-wrapped); ``core`` the unwrapped model that owns the
+    head (default: ``model``)."""
+    return _run(model, core or model, ids, mask, targets, True, kernel, **model_kwargs)
+
+
+def token_nll(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: Targets, core: nn.Module | None = None,
+              **model_kwargs: object) -> torch.Tensor:
+    """(K,) float32 NLL of each target, no gradient; ``model_kwargs`` go to the model (cache, positions)."""
+    with torch.no_grad():
+        return _run(model, core or model, ids, mask, targets, False, "torch", **model_kwargs)

@@ -1,0 +1,99 @@
+"""The chunked loss against plain full-logit cross-entropy: same sums, same per-token values, same
+gradients for every parameter, across chunk boundaries, with tied and untied heads and a biased head."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ssft.train import loss as loss_mod
+from ssft.train.loss import Targets, _LinearCrossEntropy, nll_sum, token_nll
+
+LABELS = torch.tensor([[-100, -100, 9, 5, 3], [-100, 4, 2, -100, -100]])
+
+
+def test_targets_from_labels_exactly() -> None:
+    t = Targets.from_labels(LABELS)
+    # Row 0 (T = 5): states 1, 2, 3 predict 9, 5, 3; row 1: states 0, 1 (flat 5, 6) predict 4, 2.
+    assert t.positions.tolist() == [1, 2, 3, 5, 6] and t.tokens.tolist() == [9, 5, 3, 4, 2]
+
+
+def _model(tied: bool) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=37, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                      intermediate_size=32, tie_word_embeddings=tied, attn_implementation="eager")
+    return LlamaForCausalLM(cfg)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 37, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[2, 6:] = 0
+    labels = ids.clone()
+    labels[:, :3] = -100
+    labels[2, 6:] = -100
+    return ids, mask, labels
+
+
+def _reference(model: LlamaForCausalLM, ids, mask, labels) -> torch.Tensor:  # noqa: ANN001
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none")
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("logits_per_chunk", [2**25, 37 * 4])  # one chunk; chunks of 4 rows
+def test_nll_sum_and_gradients_equal_full_logits(tied: bool, logits_per_chunk: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loss_mod, "LOGITS_PER_CHUNK", logits_per_chunk)
+    ids, mask, labels = _batch()
+    ref_model, model = _model(tied), _model(tied)
+    ref = _reference(ref_model, ids, mask, labels).sum()
+    ref.backward()
+    got = nll_sum(model, ids, mask, Targets.from_labels(labels))
+    got.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for (name, a), b in zip(ref_model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=f"gradient of {name}")
+    assert model(input_ids=ids).logits.shape == (3, 9, 37), "the head is restored after the call"
+
+
+def test_token_nll_equals_per_token_reference() -> None:
+    ids, mask, labels = _batch()
+    model = _model(True)
+    ref = _reference(model, ids, mask, labels)
+    keep = labels[:, 1:] != -100
+    got = token_nll(model, ids, mask, Targets.from_labels(labels))
+    torch.testing.assert_close(got, ref[keep].detach(), rtol=1e-5, atol=1e-6)
+    assert not got.requires_grad
+
+
+def test_biased_head_and_scaled_gradient() -> None:
+    """The autograd function alone, with a bias and a non-unit upstream gradient, against autograd."""
+    g = torch.Generator().manual_seed(2)
+    h, w, b = (torch.randn(*s, generator=g, requires_grad=True) for s in [(7, 5), (11, 5), (11,)])
+    tokens = torch.randint(0, 11, (7,), generator=g)
+    ref = F.cross_entropy(h @ w.T + b, tokens, reduction="sum") * 3.0
+    ref_grads = torch.autograd.grad(ref, (h, w, b))
+    got = _LinearCrossEntropy.apply(h, w, b, tokens, 3) * 3.0
+    got_grads = torch.autograd.grad(got, (h, w, b))
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, c in zip(ref_grads, got_grads):
+        torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-6)
+
+
+def test_under_bf16_autocast_matches_the_autocast_reference() -> None:
+    ids, mask, labels = _batch()
+    model = _model(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = _reference(model, ids, mask, labels).sum()
+        got = nll_sum(model, ids, mask, Targets.from_labels(labels))
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(ref.item(), rel=1e-2)
+
+
+def test_the_head_is_restored_after_an_error() -> None:
+    model = _model(True)
+    with pytest.raises(IndexError):
+        nll_sum(model, *_batch()[:2], Targets(torch.tensor([999]), torch.tensor([0])))
+    assert "forward" not in model.get_output_embeddings().__dict__
