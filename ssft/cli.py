@@ -52,8 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) of this process: torchrun sets RANK and WORLD_SIZE; a plain run is (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _tracker(cfg: config_mod.Config, args: argparse.Namespace):  # noqa: ANN202
-    """MLflow for this stage, or None when tracking is off (then mlflow is never imported)."""
+    """MLflow for this stage, or None when tracking is off or this is not rank 0 of a torchrun job (one run
+    per job, not one per rank); with None, mlflow is never imported."""
     if not cfg.tracking.enabled:
         return None
     from ssft.tracking import Tracker
@@ -95,7 +101,7 @@ def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     if tracker is None:
         run_stage(cfg, args.method, train_file, out, Path(args.checkpoints) / args.method)
         return
-    with tracker.training_run(args.method, train_file) as run:
+    with tracker.training_run(args.method, train_file, world_size=_rank()[1]) as run:
         stats = run_stage(cfg, args.method, train_file, out, Path(args.checkpoints) / args.method, run.callbacks())
         run.finish(out, stats)
 
@@ -129,11 +135,14 @@ def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 def _quiet_progress_bars() -> None:
     """Stage logs are read in files and CI: one line per event, no carriage-return bars."""
-    import datasets
     import transformers
 
-    datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
+    try:  # training and evaluation run without datasets (e.g. on a GPU image); only `traces` writes with it
+        import datasets
+    except ImportError:
+        return
+    datasets.disable_progress_bars()
 
 
 COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,

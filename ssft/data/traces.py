@@ -71,17 +71,19 @@ def write(rows: list[dict], path: Path) -> None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    from datasets import Dataset
+    """Rows of a trace parquet file. Read with pyarrow (what ``datasets`` stores in) so that training runs
+    where ``datasets`` is not installed, e.g. a GPU image."""
+    import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.exists():
         raise TraceDataError(f"{path}: no such trace file; run `ssft traces` (or `dvc repro traces`) first")
-    ds = Dataset.from_parquet(str(path), keep_in_memory=True)
-    missing = [c for c in REQUIRED if c not in ds.column_names]
+    table = pq.read_table(path)
+    missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise TraceDataError(f"{path}: missing field(s) {missing}; every row needs {list(REQUIRED)} "
-                             f"(and optionally 'mode'), found {ds.column_names}")
-    return ds.to_list()
+                             f"(and optionally 'mode'), found {table.column_names}")
+    return table.to_pylist()
 
 
 def validate(rows: list[dict], path: Path | str, num_tags: int) -> tuple[list[QuestionTraces], dict]:
