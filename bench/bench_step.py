@@ -18,7 +18,7 @@ from ssft.config import from_dict
 from ssft.data.tasks import get_task
 from ssft.train.forking import completion_ids, prompt_ids, question_ids
 from ssft.train.matching import ScoreItem, assign, score_costs
-from ssft.train.models import build
+from ssft.train.models import build, prompt_layout
 from ssft.train.trainer import Example, build_batch, sequence_loss
 
 
@@ -31,10 +31,12 @@ def main() -> None:
     cfg = from_dict({"model": {"hidden_size": 96, "num_layers": 3, "num_heads": 4, "intermediate_size": 384}})
     n = cfg.ssft.num_tags
     model, tok = build(cfg.model, n, 0)
+    layout = prompt_layout(cfg.model, tok, n)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     task = get_task("add4", marked=True)
-    exs = [Example(p.question_id, tuple(tuple(prompt_ids(tok, p.question, t)) for t in [None, *range(1, n + 1)]),
-                   len(question_ids(tok, p.question)),
+    exs = [Example(p.question_id,
+                   tuple(tuple(prompt_ids(tok, layout, p.question, t)) for t in [None, *range(1, n + 1)]),
+                   len(question_ids(tok, layout, p.question)),
                    tuple(tuple(completion_ids(tok, task.render(p, s))) for s in task.strategies),
                    task.strategies, (0, 1, 2, 3)) for p in task.problems(args.questions, seed=0)]
     items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in exs]

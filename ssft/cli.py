@@ -60,7 +60,7 @@ def _rank() -> tuple[int, int]:
 def _tracker(cfg: config_mod.Config, args: argparse.Namespace):  # noqa: ANN202
     """MLflow for this stage, or None when tracking is off or this is not rank 0 of a torchrun job (one run
     per job, not one per rank); with None, mlflow is never imported."""
-    if not cfg.tracking.enabled:
+    if not cfg.tracking.enabled or _rank()[0] != 0:
         return None
     from ssft.tracking import Tracker
 

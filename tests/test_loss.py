@@ -97,3 +97,25 @@ def test_the_head_is_restored_after_an_error() -> None:
     with pytest.raises(IndexError):
         nll_sum(model, *_batch()[:2], Targets(torch.tensor([999]), torch.tensor([0])))
     assert "forward" not in model.get_output_embeddings().__dict__
+
+
+class _Head(torch.nn.Linear):
+    """A head with its own forward (as peft's wrappers have): the loss must call it, not read .weight."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2.0
+
+
+def test_a_wrapped_head_runs_its_own_forward() -> None:
+    ids, mask, labels = _batch()
+    ref_model, model = _model(False), _model(False)
+    for m in (ref_model, model):
+        head = _Head(16, 37, bias=False)
+        head.weight = m.lm_head.weight
+        m.lm_head = head
+    ref = _reference(ref_model, ids, mask, labels).sum()
+    got = nll_sum(model, ids, mask, Targets.from_labels(labels))
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(model.lm_head.weight.grad, ref_model.lm_head.weight.grad, rtol=1e-5, atol=1e-6)

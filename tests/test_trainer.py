@@ -112,16 +112,19 @@ def test_ssft_specialises_tags_where_random_does_not(tmp_path: Path, trace_dir: 
 
 
 @pytest.mark.slow
-def test_two_process_ddp_gathers_global_statistics(tmp_path: Path, trace_dir: Path) -> None:
-    """torchrun, 2 CPU ranks (gloo): each rank trains its own questions; the statistics cover all of them."""
+def test_two_process_ddp_gathers_statistics_into_one_mlflow_run(tmp_path: Path, trace_dir: Path) -> None:
+    """torchrun, 2 CPU ranks (gloo): each rank trains its own questions, the statistics cover all of them, and
+    rank 0 alone tracks, into one MLflow run with world_size 2."""
     import json
     import subprocess
     import sys
 
+    import mlflow
     import yaml
     from conftest import TINY, tool_env
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"uri": uri}}))
     torchrun = Path(sys.executable).parent / "torchrun"
     res = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "ssft.cli", "--params",
                           str(tmp_path / "params.yaml"), "train", "--method", "ssft", "--traces", str(trace_dir),
@@ -131,6 +134,13 @@ def test_two_process_ddp_gathers_global_statistics(tmp_path: Path, trace_dir: Pa
     stats = json.loads((tmp_path / "m" / "ssft" / "train_stats.json").read_text())
     assert stats["steps"] == 8  # 32 questions / (4 per rank x 2 ranks) = 4 steps per epoch
     assert [e["questions"] for e in stats["epochs"]] == [32, 32]
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("ssft-add4").experiment_id])
+    assert len(runs) == 1, [(r.info.run_id, r.data.params.get("world_size")) for r in runs]
+    (run,) = runs
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4  # 8 steps, logging every 2
+    assert {"match/churn", "match/rate_tag1"} <= set(run.data.metrics)
 
 
 def test_checkpoint_fingerprint_covers_training_inputs_only(trace_dir: Path) -> None:
@@ -141,3 +151,55 @@ def test_checkpoint_fingerprint_covers_training_inputs_only(trace_dir: Path) -> 
     assert fingerprint(tiny_cfg(**{"eval.samples": 16, "train.logging_steps": 7}), "ssft", f) == base
     assert fingerprint(tiny_cfg(**{"train.lr": 0.01}), "ssft", f) != base
     assert fingerprint(tiny_cfg(), "sft", f) != base
+
+
+def test_gradient_checkpointing_trains_the_same_model(tmp_path: Path, trace_dir: Path) -> None:
+    over = {"train.max_steps": 3, "train.save_steps": 100}
+    _train(tmp_path / "a", trace_dir, **over)
+    _train(tmp_path / "b", trace_dir, **over, **{"train.gradient_checkpointing": True})
+    a, _, _ = models.load(tmp_path / "a" / "models" / "ssft")
+    b, _, _ = models.load(tmp_path / "b" / "models" / "ssft")
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_group_by_length_batches_similar_lengths(tmp_path: Path) -> None:
+    """Padding per micro-batch (sum of width - length) with the length-grouped sampler vs random order."""
+    from transformers import Trainer
+
+    from ssft.train.trainer import QuestionDataset, training_args
+
+    rng = np.random.default_rng(0)
+    exs = [Example(str(k), ((1,) * int(n),), 0, ((2,),), ("a",), (0,)) for k, n in enumerate(rng.integers(5, 200, 400))]
+    ds = QuestionDataset(exs)
+
+    model = models.build(tiny_cfg().model, 4, seed=0)[0]
+
+    def padding(group: bool) -> int:
+        cfg = tiny_cfg(**{"train.group_by_length": group, "train.questions_per_step": 8})
+        trainer = Trainer(model=model, args=training_args(cfg, tmp_path / str(group)), train_dataset=ds)
+        order = list(trainer._get_train_sampler())
+        widths = [[len(ds[i]["input_ids"]) for i in order[s: s + 8]] for s in range(0, len(order), 8)]
+        return sum(max(w) * len(w) - sum(w) for w in widths)
+
+    assert padding(True) < 0.5 * padding(False)
+
+
+def test_lora_trains_adapters_and_tag_rows_then_saves_a_plain_model(tmp_path: Path, trace_dir: Path) -> None:
+    """LoRA (peft): the saved model is an ordinary checkpoint with the adapters merged in; linear layers moved,
+    the forking tokens' embedding rows moved, every other embedding row stayed as it was."""
+    pytest.importorskip("peft")
+    from ssft.train.forking import PromptLayout, tag_ids
+
+    init, tok = models.build(tiny_cfg().model, 4, seed=0)
+    _train(tmp_path, trace_dir, "ssft", **{"model.lora_rank": 4, "train.lr": 0.01, "train.max_steps": 4})
+    trained, _, _ = models.load(tmp_path / "models" / "ssft")
+    assert not any("lora" in n for n, _ in trained.named_parameters())
+    before, after = dict(init.named_parameters()), dict(trained.named_parameters())
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(before[q], after[q]), "a LoRA target: the merged adapter must move it"
+    assert torch.equal(before["model.norm.weight"], after["model.norm.weight"]), "not a LoRA target: must not move"
+    emb0, emb1 = before["model.embed_tokens.weight"], after["model.embed_tokens.weight"]
+    tags = tag_ids(tok, PromptLayout.from_format("<think{i}>", 4, chat=False).all_tags)
+    changed = {int(i) for i in (emb0 != emb1).any(dim=1).nonzero().flatten()}
+    assert changed and changed <= set(tags), (changed, tags)

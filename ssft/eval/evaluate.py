@@ -25,16 +25,17 @@ from ssft.data.tasks.base import problem_from
 from ssft.eval import metrics
 from ssft.eval.sampling import generate
 from ssft.train import models
-from ssft.train.forking import prompt_ids
+from ssft.train.forking import PromptLayout, prompt_ids
 from ssft.train.trainer import STATS_FILE
 
 log = logging.getLogger(__name__)
 
 
-def _generations(cfg: Config, model, tokenizer, questions, tags: list[int | None], greedy: bool) -> list[dict]:
+def _generations(cfg: Config, model, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
+                 greedy: bool) -> list[dict]:
     """Details rows of one generation set, in (question, tag, sample) order."""
     per_tag = 1 if greedy else cfg.eval.samples // len(tags)
-    prompts = [prompt_ids(tokenizer, q.question, t) for q in questions for t in tags]
+    prompts = [prompt_ids(tokenizer, layout, q.question, t) for q in questions for t in tags]
     outs = generate(model, tokenizer, prompts, per_tag, None if greedy else cfg.eval.temperature,
                     cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
     task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
@@ -77,12 +78,13 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> di
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, meta = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
     model.to(device)
+    layout = PromptLayout.from_meta(meta)  # tags.json: the exact tags and layout training used
     n = meta["num_tags"]
     questions, _ = traces.load(eval_file, n)
     tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
     torch.manual_seed(cfg.seed)
-    greedy = _generations(cfg, model, tokenizer, questions, tags, greedy=True)
-    sampled = _generations(cfg, model, tokenizer, questions, tags, greedy=False)
+    greedy = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True)
+    sampled = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=False)
     best = best_tag(model_dir) if tags[0] is not None else None
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),

@@ -131,8 +131,9 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     @contextmanager
-    def training_run(self, method: str, train_file: Path) -> Iterator[TrainingRun]:
-        """A new run for training ``method``: params, lineage tags, the dataset as input."""
+    def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[TrainingRun]:
+        """A new run for training ``method``: params (``world_size``: processes of the job), lineage tags, the
+        dataset as input. Under torchrun only rank 0 opens it."""
         if not self.enabled:
             yield TrainingRun(None, None)
             return
@@ -147,6 +148,7 @@ class Tracker:
         for i in range(0, len(items), 90):
             self.client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in items[i:i + 90]])
         self.client.log_param(rid, "method", method)
+        self.client.log_param(rid, "world_size", world_size)
         self._log_dataset(rid, train_file, tags["dvc_data_md5"])
         tr = TrainingRun(self.client, rid)
         try:

@@ -11,7 +11,8 @@ with chunk x vocab instead of batch x sequence x vocab, and only one chunk of lo
 ``Targets`` names the positions: hidden state ``b * T + t`` predicts token ``tokens[k]``.
 Kernels: ``torch`` (chunked; the default and the reference CPU tests check) or liger-kernel's fused linear
 cross-entropy (``liger``, CUDA, optional extra ``gpu``). Models that post-process their logits (Gemma's
-soft-capping, Cohere's logit scale) take the plain path: full logits, then the same selection.
+soft-capping, Cohere's logit scale) take the plain path: full logits, then the same selection; a head that is
+not a plain ``nn.Linear`` (a peft wrapper, a quantized layer) runs its own forward on the selected rows.
 """
 
 from __future__ import annotations
@@ -114,6 +115,16 @@ def _per_token(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, tokens:
                           for s in range(0, h.shape[0], rows)]) if len(tokens) else h.new_zeros(0, dtype=torch.float32)
 
 
+def _selected_rows(head_forward: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor, tokens: torch.Tensor,
+                   reduce: bool, rows: int) -> torch.Tensor:
+    """Any head, through its own forward, on the selected rows only (chunked; autograd keeps their logits)."""
+    parts = [F.cross_entropy(head_forward(h[s: s + rows]).float(), tokens[s: s + rows],
+                             reduction="sum" if reduce else "none") for s in range(0, h.shape[0], rows)]
+    if not parts:
+        return h.new_zeros((), dtype=torch.float32) if reduce else h.new_zeros(0, dtype=torch.float32)
+    return torch.stack(parts).sum() if reduce else torch.cat(parts)
+
+
 def _liger_sum(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
     from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 
@@ -174,10 +185,15 @@ def _run(model: nn.Module, core: nn.Module, ids: torch.Tensor, mask: torch.Tenso
         sel = logits.reshape(-1, logits.shape[-1]).index_select(0, targets.positions).float()
         return F.cross_entropy(sel, targets.tokens, reduction="sum" if reduce else "none")
 
+    plain_linear = type(head) is nn.Linear  # else (a peft wrapper, a quantized head): its own forward, selected rows
+
     def forward(hidden: torch.Tensor) -> torch.Tensor:                      # (B, T, H)
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets.positions)             # (K, H)
+        if not plain_linear:
+            vocab = core.get_input_embeddings().weight.shape[0]
+            return _selected_rows(type(head).forward.__get__(head), h, targets.tokens, reduce, _rows_per_chunk(vocab))
         dtype = _compute_dtype(hidden)
-        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets.positions).to(dtype)   # (K, H)
-        w = head.weight.to(dtype)
+        h, w = h.to(dtype), head.weight.to(dtype)
         b = None if head.bias is None else head.bias.to(dtype)
         if not reduce:
             return _per_token(h, w, b, targets.tokens)

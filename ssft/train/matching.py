@@ -61,6 +61,7 @@ class _Layout:
     labels: torch.Tensor       # (R, W)
     owner: torch.Tensor        # (R,)
     plen: torch.Tensor         # (Q,) prefix length of each question
+    cached: bool               # run the prefixes first (prefix_cache), even if some are empty
 
 
 def _layout(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool) -> _Layout:
@@ -86,24 +87,26 @@ def _layout(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_ca
     for q, (it, plen) in enumerate(zip(items, plens)):
         if plen:
             prefix[q, pwidth - plen:], pmask[q, pwidth - plen:] = torch.tensor(list(it.prompts[0][:plen])), 1
-    return _Layout(prefix, pmask, ids, mask, labels, torch.tensor(owner), torch.tensor(plens))
+    return _Layout(prefix, pmask, ids, mask, labels, torch.tensor(owner), torch.tensor(plens), prefix_cache)
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
     # transformers renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40).
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the forward
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _row_nll(model: PreTrainedModel, lay: _Layout) -> torch.Tensor:
     """(R,) mean NLL of each row's scored span, on the device: two forward calls for the whole batch (the
-    shared prefixes, then every row's tail over the repeated prefix cache), or one without a prefix."""
+    shared prefixes, then every row's tail over the repeated prefix cache), or one without the cache. The
+    number of calls depends on the settings only, never on the data: under FSDP every rank must match."""
     dev = model.device
     targets = Targets.from_labels(lay.labels)
     counts = (lay.labels != -100).sum(1)
     tails, tail_mask, owner = (x.to(dev, non_blocking=True) for x in (lay.tails, lay.tail_mask, lay.owner))
     kwargs: dict = {}
     mask = tail_mask
-    if int(lay.plen.max()) > 0:
+    if lay.cached:
         pmask = lay.prefix_mask.to(dev, non_blocking=True)
         ppos = (pmask.cumsum(1) - 1).clamp(min=0)                       # left padding: positions from 0
         out = model(input_ids=lay.prefix.to(dev, non_blocking=True), attention_mask=pmask, position_ids=ppos,

@@ -8,6 +8,7 @@ N, the method and the prompt layout), so evaluation rebuilds exactly the prompts
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from transformers import (
 
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import ModelConfig
-from ssft.train.forking import SHARED_TAG, add_tags, build_char_tokenizer, tag_tokens, uses_chat_template
+from ssft.train.forking import PromptLayout, add_tags, build_char_tokenizer, tag_ids
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TAGS_FILE = "tags.json"
@@ -50,59 +53,91 @@ def tiny_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
     return LlamaForCausalLM(config).to(master_dtype(cfg))
 
 
-def init_tag_embeddings(model: PreTrainedModel, tag_ids: list[int], n_old: int, how: str) -> None:
-    """Give new tag rows a sensible start: the mean of the pre-existing rows (or leave them random).
+def init_tag_embeddings(model: PreTrainedModel, new_ids: list[int], n_old: int, how: str) -> None:
+    """Give the rows of newly added tags a sensible start: the mean of the pre-existing rows (or leave them).
 
-    Padding rows of pretrained checkpoints hold arbitrary values, so "whatever is there" is never used.
+    Only ``new_ids`` are touched: a tag the checkpoint already had keeps its trained row. Padding rows of
+    pretrained checkpoints hold arbitrary values, so "whatever is there" is never used for ``mean``.
     """
-    if how != "mean":
+    if how != "mean" or not new_ids:
         return
     with torch.no_grad():
         for emb in {id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e}.values():
-            emb.weight[tag_ids] = emb.weight[:n_old].mean(dim=0, keepdim=True).to(emb.weight.dtype)
+            emb.weight[new_ids] = emb.weight[:n_old].mean(dim=0, keepdim=True).to(emb.weight.dtype)
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """A checkpoint's tokenizer exactly as saved (pre-tokenizer, chat template, special tokens, eos/pad).
+
+    ``tokenizer.json`` goes through PreTrainedTokenizerFast: AutoTokenizer would build e.g. Qwen2Tokenizer for
+    any ``qwen2`` config and rebuild its pre-tokenizer, so ids would change. AutoTokenizer only reads
+    checkpoints that ship slow vocabulary files alone."""
+    if (Path(path) / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def prompt_layout(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, n_tags: int) -> PromptLayout:
+    """The training-time prompt layout of a tokenizer from :func:`build`: ``cfg.tag_format``, chat or plain."""
+    return PromptLayout.for_tokenizer(tokenizer, cfg.tag_format, n_tags)
 
 
 def pretrained_model(cfg: ModelConfig, n_tags: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a local checkpoint (never the hub) and add the forking tokens to it."""
+    """Load a local checkpoint (never the hub) and add the forking tokens it lacks."""
     path = Path(cfg.checkpoint)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"model.checkpoint={cfg.checkpoint!r}: no config.json there; "
                                 "point it at a local HF checkpoint directory")
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = load_tokenizer(path)
+    if tokenizer.eos_token is None:
+        raise ValueError(f"model.checkpoint={cfg.checkpoint!r}: its tokenizer has no eos_token, so traces "
+                         "cannot end; set eos_token in its tokenizer_config.json")
+    layout = prompt_layout(cfg, tokenizer, n_tags)
+    if not layout.chat:
+        log.info("%s has no chat template: prompts use the plain layout {bos}{question}{tag}", path)
     n_old = len(tokenizer)
-    tag_ids = add_tags(tokenizer, n_tags)
+    new = [t for t in layout.all_tags if t not in tokenizer.get_vocab()]
+    add_tags(tokenizer, layout.all_tags)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=master_dtype(cfg),
                                                  attn_implementation=cfg.attn_implementation)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    init_tag_embeddings(model, [tokenizer.convert_tokens_to_ids(SHARED_TAG)] + tag_ids, n_old, cfg.tag_init)
+    init_tag_embeddings(model, tokenizer.convert_tokens_to_ids(new), n_old, cfg.tag_init)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
 def build(cfg: ModelConfig, n_tags: int, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model a training run starts from: pretrained if ``cfg.checkpoint`` is set, else tiny."""
+    """The model a training run starts from: pretrained if ``cfg.checkpoint`` is set, else tiny.
+    Its prompts use :func:`prompt_layout` (``cfg.tag_format``)."""
     if cfg.checkpoint:
         return pretrained_model(cfg, n_tags)
-    tokenizer = build_char_tokenizer(n_tags)
+    tokenizer = build_char_tokenizer(PromptLayout.from_format(cfg.tag_format, n_tags, chat=False).all_tags)
     return tiny_model(cfg, tokenizer, seed), tokenizer
 
 
 def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, meta: dict[str, Any],
-         extra: dict[str, str] | None = None, dtype: str = "float32") -> None:
+         extra: dict[str, str] | None = None, dtype: str = "float32", layout: PromptLayout | None = None,
+         state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """Write a model directory atomically: a sibling ``.tmp`` is filled, then renamed into place.
 
-    The weights are written in ``dtype`` (the model is converted in place: call this last). ``extra`` maps
-    file names to text written beside the model (e.g. the training statistics)."""
+    The weights are written in ``dtype`` (the model is converted in place: call this last), taken from
+    ``state_dict`` when given (a full state dict gathered from FSDP shards). ``extra`` maps
+    file names to text written beside the model (e.g. the training statistics). ``tags.json`` records
+    ``layout`` (None: the default ``model.tag_format``) for evaluation to rebuild the training prompts."""
     out = Path(out)
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    model.to(DTYPES[dtype]).save_pretrained(tmp)
+    if state_dict is None:  # the model is converted in place
+        model.to(DTYPES[dtype]).save_pretrained(tmp)
+    else:  # gathered from FSDP shards: the model's own tensors are shards, so save these instead
+        model.save_pretrained(tmp, state_dict={k: v.to(DTYPES[dtype]) for k, v in state_dict.items()})
     tokenizer.save_pretrained(tmp)
-    n_tags = meta["num_tags"]
-    tags = {"tags": tag_tokens(n_tags), "shared_tag": SHARED_TAG, "chat_template": uses_chat_template(tokenizer),
-            **meta}
+    if layout is None:
+        layout = PromptLayout.for_tokenizer(tokenizer, ModelConfig().tag_format, meta["num_tags"])
+    tag_ids(tokenizer, layout.all_tags)  # raises unless every recorded tag is one token of this tokenizer
+    tags = {**layout.meta(), **meta}
     (tmp / TAGS_FILE).write_text(json.dumps(tags, indent=2))
     for name, text in (extra or {}).items():
         (tmp / name).write_text(text)

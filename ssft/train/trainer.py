@@ -27,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback
 
-from ssft.config import Config
+from ssft.config import Config, ModelConfig
 from ssft.data import traces
 from ssft.data.tasks import get_task
 from ssft.data.traces import QuestionTraces
-from ssft.train import models
-from ssft.train.forking import completion_ids, prompt_ids, question_ids
+from ssft.train import adapters, models
+from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
+from ssft.train.loss import Targets, nll_sum, resolve_kernel
 from ssft.train.matching import MatchStats, ScoreItem, assign, score_costs
 
 log = logging.getLogger(__name__)
@@ -58,18 +58,25 @@ class Example:
 
 
 def tokenize(questions: Sequence[QuestionTraces], tokenizer: PreTrainedTokenizerBase, num_tags: int,
-             source_order: Sequence[str], max_length: int) -> list[Example]:
-    """Tokenize every question once, with the prompt layout evaluation uses too."""
+             source_order: Sequence[str], max_length: int, layout: PromptLayout | None = None) -> list[Example]:
+    """Tokenize every question once, with the prompt layout evaluation uses too (``models.prompt_layout``;
+    None: the default ``model.tag_format``, checked to be single tokens of ``tokenizer``)."""
+    if layout is None:
+        layout = PromptLayout.for_tokenizer(tokenizer, ModelConfig().tag_format, num_tags)
+    if len(layout.tags) != num_tags:
+        raise ValueError(f"the prompt layout has {len(layout.tags)} tags, ssft.num_tags={num_tags}")
+    tag_ids(tokenizer, layout.all_tags)  # a layout that does not match the tokenizer fails here, not silently
     out = []
     for q in questions:
-        prompts = tuple(tuple(prompt_ids(tokenizer, q.question, t)) for t in [None, *range(1, num_tags + 1)])
+        prompts = tuple(tuple(prompt_ids(tokenizer, layout, q.question, t))
+                        for t in [None, *range(1, num_tags + 1)])
         comps = tuple(tuple(completion_ids(tokenizer, tr)) for tr in q.traces)
         longest = max(len(p) for p in prompts) + max(len(c) for c in comps)
         if longest > max_length:
             raise ValueError(f"question {q.question_id!r}: prompt + trace is {longest} tokens, over "
                              f"model.max_length={max_length}; raise model.max_length or shorten the traces")
-        out.append(Example(q.question_id, prompts, len(question_ids(tokenizer, q.question)), comps, q.sources,
-                           tuple(source_order.index(s) for s in q.sources)))
+        out.append(Example(q.question_id, prompts, len(question_ids(tokenizer, layout, q.question)), comps,
+                           q.sources, tuple(source_order.index(s) for s in q.sources)))
     return out
 
 
@@ -83,7 +90,9 @@ class QuestionDataset(torch.utils.data.Dataset):
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict:
-        return {"example": self.examples[i]}
+        ex = self.examples[i]
+        # "input_ids" is only a length stand-in (the padded row width) for the Trainer's length-grouped sampler.
+        return {"example": ex, "input_ids": range(max(len(p) for p in ex.prompts) + max(map(len, ex.completions)))}
 
 
 def collate(batch: list[dict]) -> dict:
@@ -131,12 +140,15 @@ def build_batch(examples: Sequence[Example], tags: Sequence[Sequence[int | None]
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL over labelled tokens, and their count (sum first, divide once)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="sum")
-    return loss, int((labels != -100).sum())
+def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], core: PreTrainedModel | None = None,
+                  kernel: str = "torch") -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL over labelled tokens, and their count (sum first, divide once).
+
+    Only labelled positions meet the output projection (``ssft.train.loss``): no full-vocabulary logits."""
+    dev = next(iter(batch.values())).device if core is None else core.device
+    targets = Targets.from_labels(batch["labels"].cpu())  # host-side: no device sync per step
+    ids, mask = (batch[k].to(dev, non_blocking=True) for k in ("input_ids", "attention_mask"))
+    return nll_sum(model, ids, mask, targets.to(dev), core=core, kernel=kernel), len(targets)
 
 
 class StatsCallback(TrainerCallback, ExportableState):
@@ -187,6 +199,7 @@ class SSFTTrainer(Trainer):
     def __init__(self, *args, method: str, cfg: Config, pad_id: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.method, self.cfg, self.pad_id = method, cfg, pad_id
+        self.kernel = resolve_kernel(cfg.train.loss_kernel, self.args.device)
         self._buf: dict[str, float] = {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0}
         self._t_log = time.monotonic()
 
@@ -198,17 +211,17 @@ class SSFTTrainer(Trainer):
         examples: list[Example] = inputs["examples"]
         n = self.cfg.ssft.num_tags
         costs: list[np.ndarray | None] = [None] * len(examples)
+        core = self.accelerator.unwrap_model(model)
         if self.method == "ssft":
             items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in examples]
-            costs = score_costs(self.accelerator.unwrap_model(model), items, self.cfg.ssft.cost_tokens,
-                                self.pad_id, self.cfg.ssft.prefix_cache)
+            with self.accelerator.autocast():  # score in the compute dtype, like the training forward
+                costs = score_costs(core, items, self.cfg.ssft.cost_tokens, self.pad_id, self.cfg.ssft.prefix_cache)
         key = zlib.crc32("|".join(ex.question_id for ex in examples).encode())
         rng = np.random.default_rng([self.cfg.seed, self.state.global_step, key, self.args.process_index])
         tags = [choose_tags(self.method, ex, n, c, rng) for ex, c in zip(examples, costs)]
         self._record(examples, tags, costs)
-        batch = {k: v.to(self.args.device) for k, v in build_batch(examples, tags, self.pad_id,
-                                                                    self.cfg.ssft.tag_in_loss).items()}
-        loss_sum, count = sequence_loss(model, batch)
+        batch = build_batch(examples, tags, self.pad_id, self.cfg.ssft.tag_in_loss)   # on the host
+        loss_sum, count = sequence_loss(model, batch, core, self.kernel)
         self._buf["tokens"] += float(batch["attention_mask"].sum())
         return loss_sum / max(count, 1)
 
@@ -284,15 +297,20 @@ def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
         remove_unused_columns=False, restore_callback_states_from_checkpoint=True, seed=cfg.seed,
         data_seed=cfg.seed, disable_tqdm=True, **mixed_precision(cfg),
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False, dataloader_num_workers=0,
+        # Passed only when on: the argument's name is changing (activation_checkpointing) across 5.x releases.
+        **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+           if t.gradient_checkpointing else {}),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
 
 
 def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
           examples: list[Example], ckpt_dir: Path, callbacks: Sequence[TrainerCallback] = ()) -> tuple[
-              PreTrainedModel, dict]:
+              PreTrainedModel, dict | None, dict]:
     """Train ``model`` in place with ``method``; resumes from ``ckpt_dir`` when a matching checkpoint exists.
 
-    Returns the model and the training statistics (per-epoch assignment stats, totals, log history).
+    Returns the model, its full state dict when FSDP sharded it (gathered on every rank; None otherwise),
+    and the training statistics (per-epoch assignment stats, totals, log history).
     """
     stats_cb = StatsCallback(cfg.ssft.num_tags)
     trainer = SSFTTrainer(model=model, args=training_args(cfg, ckpt_dir), train_dataset=QuestionDataset(examples),
@@ -314,7 +332,9 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
            "train_loss": result.training_loss, "epochs": stats.history,
            "tag_source_totals": {str(k): v for k, v in sorted(stats.totals().items())},
            "log_history": trainer.state.log_history}
-    return trainer.accelerator.unwrap_model(trainer.model), out
+    # Under FSDP the weights are shards: gather the whole state dict (a collective: every rank calls it).
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    return trainer.accelerator.unwrap_model(trainer.model), state_dict, out
 
 
 def prepare_checkpoint_dir(ckpt_dir: Path, fp: str) -> None:
@@ -353,16 +373,19 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
     questions, report = traces.load(train_file, cfg.ssft.num_tags)
     sources = source_order(cfg, questions)
     model, tokenizer = models.build(cfg.model, cfg.ssft.num_tags, cfg.seed)
-    examples = tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, cfg.model.max_length)
+    layout = models.prompt_layout(cfg.model, tokenizer, cfg.ssft.num_tags)
+    examples = tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, cfg.model.max_length, layout=layout)
     prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method, train_file))
     log.info("train %s: %d questions, %d traces, %.2fM params", method, report["questions"], report["traces"],
              sum(p.numel() for p in model.parameters()) / 1e6)
-    model, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
+    if cfg.model.lora_rank:
+        model = adapters.add_lora(model, cfg.model, tag_ids(tokenizer, layout.all_tags))
+    model, state_dict, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
     if is_main_process():
         meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
                 "sources": sources}
-        models.save(model, tokenizer, out, meta, extra={STATS_FILE: json.dumps(stats, indent=1, default=str)},
-                    dtype=cfg.model.save_dtype)
+        models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
+                    extra={STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()
