@@ -65,12 +65,13 @@ def make_checkpoint(out: Path, shape: str, corpus: list[str]) -> None:
     GenerationConfig(eos_token_id=eos, pad_token_id=fast.pad_token_id).save_pretrained(out)
 
 
-def params(ckpt: Path, shape: str) -> dict:
+def params(ckpt: Path, shape: str, max_steps: int | None) -> dict:
+    run = {**RUN[shape], **({"max_steps": max_steps} if max_steps else {})}
     return {"seed": 0, "task": {"name": "add4", "marked": True},
             "model": {"checkpoint": str(ckpt), "dtype": "bfloat16", "attn_implementation": "sdpa",
                       "max_length": 256},
             "ssft": {"num_tags": 4, "cost_tokens": 12},
-            "train": {**RUN[shape], "questions_per_step": 8, "warmup_steps": 10, "save_steps": 10_000,
+            "train": {**run, "questions_per_step": 8, "warmup_steps": 10, "save_steps": 10_000,
                       "logging_steps": 20, "threads": 0},
             "eval": {"samples": 8, "ks": [8], "max_new_tokens": 64, "batch_size": 512},
             "tracking": {"enabled": False}}
@@ -90,13 +91,14 @@ def main() -> None:
     ap.add_argument("--shapes", nargs="+", default=["tiny", "0.5b"], choices=SHAPES)
     ap.add_argument("--methods", nargs="+", default=["ssft", "sft"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/ssft-gpu-cli"))
+    ap.add_argument("--max-steps", type=int, help="override the per-shape step count (a quick CPU smoke run)")
     args = ap.parse_args()
     data = args.work / "traces"
     corpus = write_traces(data)
     for shape in args.shapes:
         work = args.work / shape
         make_checkpoint(work / "checkpoint", shape, corpus)
-        (work / "params.yaml").write_text(yaml.safe_dump(params(work / "checkpoint", shape)))
+        (work / "params.yaml").write_text(yaml.safe_dump(params(work / "checkpoint", shape, args.max_steps)))
         for method in args.methods:
             common = ["--traces", str(data), "--models", str(work / "models")]
             train_s = stage(work, "train", "--method", method, *common, "--checkpoints", str(work / "ckpt"))

@@ -51,43 +51,48 @@ def _prefix_len(item: ScoreItem, prefix_cache: bool) -> int:
 
 @dataclass(frozen=True)
 class _Layout:
-    """The scored rows of a whole batch, built on the host: ``tails`` right-padded (R, W), ``labels`` = the
-    tail ids on the scored span and -100 elsewhere, ``owner`` the question of each row."""
+    """The scored rows of a whole batch, built on the host. A row is the prompt after the shared prefix plus
+    the first L trace tokens but the last (its own prediction is never scored), right-padded to (R, W);
+    ``targets`` are the states that predict the L trace tokens and ``row`` the row of each."""
 
     prefix: torch.Tensor       # (Q, P) left-padded shared prefixes
     prefix_mask: torch.Tensor  # (Q, P)
     tails: torch.Tensor        # (R, W)
     tail_mask: torch.Tensor    # (R, W)
-    labels: torch.Tensor       # (R, W)
-    owner: torch.Tensor        # (R,)
+    targets: Targets           # (K,) positions into the (R * W) flattened states, and the tokens they predict
+    row: torch.Tensor          # (K,) row of each target
+    counts: torch.Tensor       # (R,) scored tokens per row
+    owner: torch.Tensor        # (R,) question of each row
     plen: torch.Tensor         # (Q,) prefix length of each question
     cached: bool               # run the prefixes first (prefix_cache), even if some are empty
 
 
 def _layout(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool) -> _Layout:
     plens = [_prefix_len(it, prefix_cache) for it in items]
-    tails, spans, owner = [], [], []
+    tails, scored, owner = [], [], []
     for q, (it, plen) in enumerate(zip(items, plens)):
         for comp in it.completions:            # trace-major: row j * N + i is (trace j, tag i)
             comp = list(comp[:cost_tokens] if cost_tokens > 0 else comp)
             for prompt in it.prompts:
                 head = list(prompt[plen:])
-                tails.append(head + comp)
-                spans.append((len(head), len(head) + len(comp)))
+                tails.append(head + comp[:-1])
+                scored.append((len(head) - 1, comp))   # the state at len(head) - 1 + k predicts comp[k]
                 owner.append(q)
     width, pwidth = max(len(t) for t in tails), max(max(plens), 1)
     ids = torch.full((len(tails), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for r, (t, (a, b)) in enumerate(zip(tails, spans)):
+    for r, t in enumerate(tails):
         ids[r, : len(t)], mask[r, : len(t)] = torch.tensor(t), 1
-        labels[r, a:b] = ids[r, a:b]
+    positions = [r * width + start + k for r, (start, comp) in enumerate(scored) for k in range(len(comp))]
+    row = [r for r, (_, comp) in enumerate(scored) for _ in comp]
+    targets = Targets(torch.tensor(positions), torch.tensor([t for _, comp in scored for t in comp]))
     prefix = torch.full((len(items), pwidth), pad_id, dtype=torch.long)
     pmask = torch.zeros_like(prefix)
     for q, (it, plen) in enumerate(zip(items, plens)):
         if plen:
             prefix[q, pwidth - plen:], pmask[q, pwidth - plen:] = torch.tensor(list(it.prompts[0][:plen])), 1
-    return _Layout(prefix, pmask, ids, mask, labels, torch.tensor(owner), torch.tensor(plens), prefix_cache)
+    return _Layout(prefix, pmask, ids, mask, targets, torch.tensor(row), torch.tensor([len(c) for _, c in scored]),
+                   torch.tensor(owner), torch.tensor(plens), prefix_cache)
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
@@ -101,8 +106,6 @@ def _row_nll(model: PreTrainedModel, lay: _Layout) -> torch.Tensor:
     shared prefixes, then every row's tail over the repeated prefix cache), or one without the cache. The
     number of calls depends on the settings only, never on the data: under FSDP every rank must match."""
     dev = model.device
-    targets = Targets.from_labels(lay.labels)
-    counts = (lay.labels != -100).sum(1)
     tails, tail_mask, owner = (x.to(dev, non_blocking=True) for x in (lay.tails, lay.tail_mask, lay.owner))
     kwargs: dict = {}
     mask = tail_mask
@@ -116,10 +119,10 @@ def _row_nll(model: PreTrainedModel, lay: _Layout) -> torch.Tensor:
         mask = torch.cat([pmask[owner], tail_mask], dim=1)
         start = lay.plen.to(dev, non_blocking=True)[owner][:, None]
         kwargs = {_cache_kwarg(model): cache, "position_ids": start + torch.arange(tails.shape[1], device=dev)}
-    nll = token_nll(model, tails, mask, targets.to(dev), use_cache=False, **kwargs)   # (K,)
-    rows = targets.positions.to(dev, non_blocking=True) // tails.shape[1]
-    sums = torch.zeros(len(counts), dtype=torch.float32, device=dev).index_add_(0, rows, nll)
-    return sums / counts.to(dev, non_blocking=True)
+    nll = token_nll(model, tails, mask, lay.targets.to(dev), use_cache=False, **kwargs)   # (K,)
+    sums = torch.zeros(len(lay.counts), dtype=torch.float32, device=dev)
+    sums.index_add_(0, lay.row.to(dev, non_blocking=True), nll)
+    return sums / lay.counts.to(dev, non_blocking=True)
 
 
 @torch.no_grad()
