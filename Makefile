@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run up down dvc-run test lint clean-venv
+.PHONY: run up down dvc-run test lint bench clean-venv
 
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +44,11 @@ dvc-run: $(VENV)/.installed
 ## test: the whole test suite
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q tests
+
+## bench: what an SSFT step costs next to an SFT step on this CPU; ends with ssft_step/sft_step=... agreement=...
+## (GPU: bash bench/gpu.sh on a machine with one H100/H200)
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_step.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ssft tests

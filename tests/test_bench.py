@@ -1,0 +1,38 @@
+"""The benchmarks run (CPU, tiny sizes): `make bench` ends with its ratio line, and the prepared GPU scripts,
+which CI cannot run on a GPU, at least run end to end on the CPU and print what they promise."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> list[str]:
+    res = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout.strip().splitlines()
+
+
+def test_cpu_bench_ends_with_ratio_and_agreement() -> None:
+    last = _run("bench/bench_step.py", "--questions", "2", "--reps", "1")[-1]
+    m = re.fullmatch(r"ssft_step/sft_step=(\d+\.\d+) agreement=(\d\.\d+)", last)
+    assert m, last
+    assert float(m.group(2)) == 1.0, "float32 scoring must pick the reference assignment"
+
+
+@pytest.mark.slow
+def test_gpu_scripts_run_on_the_cpu(tmp_path: Path) -> None:
+    rows = [json.loads(x) for x in _run("bench/gpu_step.py", "--shape", "tiny", "--trace-tokens", "16", "--steps", "1",
+                                        "--device", "cpu") if x.startswith("{")]
+    cases = [(r["case"], r.get("cost_tokens")) for r in rows if "step_s" in r]
+    assert cases == [("plain_sft", None), ("plain_sft_amp", None), ("project_sft", None), ("project_ssft", 12),
+                     ("project_ssft", 256), ("project_ssft", 0)]
+    assert rows[-1]["case"] == "agreement_bf16_vs_fp32" and 0 <= rows[-1]["agreement"] <= 1
+    (cli,) = [json.loads(x) for x in _run("bench/gpu_cli.py", "--shapes", "tiny", "--methods", "ssft", "--max-steps",
+                                          "2", "--work", str(tmp_path)) if x.startswith("{")]
+    assert cli["case"] == "cli" and cli["steps"] == 2 and 0 <= cli["pass@1"] <= 1
