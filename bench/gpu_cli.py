@@ -65,10 +65,10 @@ def make_checkpoint(out: Path, shape: str, corpus: list[str]) -> None:
     GenerationConfig(eos_token_id=eos, pad_token_id=fast.pad_token_id).save_pretrained(out)
 
 
-def params(ckpt: Path, shape: str, max_steps: int | None) -> dict:
+def params(ckpt: Path, shape: str, max_steps: int | None, dtype: str) -> dict:
     run = {**RUN[shape], **({"max_steps": max_steps} if max_steps else {})}
     return {"seed": 0, "task": {"name": "add4", "marked": True},
-            "model": {"checkpoint": str(ckpt), "dtype": "bfloat16", "attn_implementation": "sdpa",
+            "model": {"checkpoint": str(ckpt), "dtype": dtype, "attn_implementation": "sdpa",
                       "max_length": 256},
             "ssft": {"num_tags": 4, "cost_tokens": 12},
             "train": {**run, "questions_per_step": 8, "warmup_steps": 10, "save_steps": 10_000,
@@ -86,6 +86,21 @@ def stage(work: Path, *args: str) -> float:
     return time.monotonic() - t0
 
 
+def run_one(work: Path, data: Path, shape: str, method: str, dtype: str) -> dict:
+    """Train and evaluate one method; the JSON line of the run."""
+    common = ["--traces", str(data), "--models", str(work / "models")]
+    train_s = stage(work, "train", "--method", method, *common, "--checkpoints", str(work / "ckpt"))
+    eval_s = stage(work, "evaluate", "--method", method, *common, "--results", str(work / "results"))
+    stats = json.loads((work / "models" / method / "train_stats.json").read_text())
+    metrics = json.loads((work / "results" / method / "metrics.json").read_text())
+    return {"case": "cli", "shape": shape, "method": method, "dtype": dtype, "steps": stats["steps"],
+            "steps_per_s": round(stats["steps"] / stats["train_seconds"], 2),
+            "train_loss": round(stats["train_loss"], 4), "train_wall_s": round(train_s, 1),
+            "eval_wall_s": round(eval_s, 1),
+            **{k: round(metrics[k], 3) for k in ("pass@1", "cons@N", "pass@N", "coverage")},
+            "loss_curve": [round(h["loss"], 3) for h in stats["log_history"] if "loss" in h]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["tiny", "0.5b"], choices=SHAPES)
@@ -95,22 +110,15 @@ def main() -> None:
     args = ap.parse_args()
     data = args.work / "traces"
     corpus = write_traces(data)
-    for shape in args.shapes:
-        work = args.work / shape
-        make_checkpoint(work / "checkpoint", shape, corpus)
-        (work / "params.yaml").write_text(yaml.safe_dump(params(work / "checkpoint", shape, args.max_steps)))
-        for method in args.methods:
-            common = ["--traces", str(data), "--models", str(work / "models")]
-            train_s = stage(work, "train", "--method", method, *common, "--checkpoints", str(work / "ckpt"))
-            eval_s = stage(work, "evaluate", "--method", method, *common, "--results", str(work / "results"))
-            stats = json.loads((work / "models" / method / "train_stats.json").read_text())
-            metrics = json.loads((work / "results" / method / "metrics.json").read_text())
-            print(json.dumps({"case": "cli", "shape": shape, "method": method, "steps": stats["steps"],
-                              "steps_per_s": round(stats["steps"] / stats["train_seconds"], 2),
-                              "train_loss": round(stats["train_loss"], 4), "train_wall_s": round(train_s, 1),
-                              "eval_wall_s": round(eval_s, 1),
-                              **{k: round(metrics[k], 3) for k in ("pass@1", "cons@N", "pass@N", "coverage")}}),
-                  flush=True)
+    runs = [(shape, method, "bfloat16") for shape in args.shapes for method in args.methods]
+    if "tiny" in args.shapes:  # bf16 mixed precision must follow the float32 loss curve
+        runs.append(("tiny", args.methods[0], "float32"))
+    for shape, method, dtype in runs:
+        work = args.work / shape / dtype
+        if not (work / "checkpoint" / "config.json").exists():
+            make_checkpoint(work / "checkpoint", shape, corpus)
+        (work / "params.yaml").write_text(yaml.safe_dump(params(work / "checkpoint", shape, args.max_steps, dtype)))
+        print(json.dumps(run_one(work, data, shape, method, dtype)), flush=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def test_gpu_scripts_run_on_the_cpu(tmp_path: Path) -> None:
     assert cases == [("plain_sft", None), ("plain_sft_amp", None), ("project_sft", None), ("project_ssft", 12),
                      ("project_ssft", 256), ("project_ssft", 0)]
     assert rows[-1]["case"] == "agreement_bf16_vs_fp32" and 0 <= rows[-1]["agreement"] <= 1
-    (cli,) = [json.loads(x) for x in _run("bench/gpu_cli.py", "--shapes", "tiny", "--methods", "ssft", "--max-steps",
-                                          "2", "--work", str(tmp_path)) if x.startswith("{")]
-    assert cli["case"] == "cli" and cli["steps"] == 2 and 0 <= cli["pass@1"] <= 1
+    cli = [json.loads(x) for x in _run("bench/gpu_cli.py", "--shapes", "tiny", "--methods", "ssft", "--max-steps",
+                                       "2", "--work", str(tmp_path)) if x.startswith("{")]
+    assert [(r["case"], r["dtype"], r["steps"]) for r in cli] == [("cli", "bfloat16", 2), ("cli", "float32", 2)]
+    assert all(0 <= r["pass@1"] <= 1 for r in cli)
