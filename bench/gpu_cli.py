@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -96,6 +97,7 @@ def run_one(work: Path, data: Path, shape: str, method: str, dtype: str) -> dict
     return {"case": "cli", "shape": shape, "method": method, "dtype": dtype, "steps": stats["steps"],
             "steps_per_s": round(stats["steps"] / stats["train_seconds"], 2),
             "train_loss": round(stats["train_loss"], 4), "train_wall_s": round(train_s, 1),
+            "host_ms": round(float(np.mean([h["host_ms"] for h in stats["log_history"] if "host_ms" in h])), 2),
             "eval_wall_s": round(eval_s, 1),
             **{k: round(metrics[k], 3) for k in ("pass@1", "cons@N", "pass@N", "coverage")},
             "loss_curve": [round(h["loss"], 3) for h in stats["log_history"] if "loss" in h]}

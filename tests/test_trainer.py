@@ -51,6 +51,8 @@ def test_training_changes_every_parameter_and_writes_the_model(tmp_path: Path, t
     assert meta["sources"] == ["l2r", "r2l", "pair", "sort"] and meta["num_tags"] == 4
     assert len(stats["epochs"]) == 1 and stats["epochs"][0]["questions"] == 32
     assert (tmp_path / "models" / "ssft" / "train_stats.json").exists()
+    host = [h["host_ms"] for h in stats["log_history"] if "host_ms" in h]
+    assert len(host) == 4 and all(0 < ms < 1000 for ms in host), "host time per micro-batch, every logging step"
 
 
 def test_gradient_accumulation_is_scaled(tmp_path: Path, trace_dir: Path) -> None:

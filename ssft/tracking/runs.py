@@ -236,7 +236,7 @@ class MlflowTrainingCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not state.is_world_process_zero or not logs:
             return
-        keys = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost")
+        keys = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost", "host_ms")
         metrics = [mlflow.entities.Metric(f"train/{k}", float(logs[k]), 0, state.global_step)
                    for k in keys if isinstance(logs.get(k), (int, float))]
         if metrics:

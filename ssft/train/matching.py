@@ -50,7 +50,7 @@ def _prefix_len(item: ScoreItem, prefix_cache: bool) -> int:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class ScoreBatch:
     """The scored rows of a whole batch, built on the host. A row is the prompt after the shared prefix plus
     the first L trace tokens but the last (its own prediction is never scored), right-padded to (R, W);
     ``targets`` are the states that predict the L trace tokens and ``row`` the row of each."""
@@ -67,7 +67,8 @@ class _Layout:
     cached: bool               # run the prefixes first (prefix_cache), even if some are empty
 
 
-def _layout(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool) -> _Layout:
+def score_batch(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool) -> ScoreBatch:
+    """The host-side half of scoring: every row, padding and target of the batch (see :func:`score`)."""
     plens = [_prefix_len(it, prefix_cache) for it in items]
     tails, scored, owner = [], [], []
     for q, (it, plen) in enumerate(zip(items, plens)):
@@ -91,7 +92,7 @@ def _layout(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_ca
     for q, (it, plen) in enumerate(zip(items, plens)):
         if plen:
             prefix[q, pwidth - plen:], pmask[q, pwidth - plen:] = torch.tensor(list(it.prompts[0][:plen])), 1
-    return _Layout(prefix, pmask, ids, mask, targets, torch.tensor(row), torch.tensor([len(c) for _, c in scored]),
+    return ScoreBatch(prefix, pmask, ids, mask, targets, torch.tensor(row), torch.tensor([len(c) for _, c in scored]),
                    torch.tensor(owner), torch.tensor(plens), prefix_cache)
 
 
@@ -101,7 +102,7 @@ def _cache_kwarg(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _row_nll(model: PreTrainedModel, lay: _Layout) -> torch.Tensor:
+def _row_nll(model: PreTrainedModel, lay: ScoreBatch) -> torch.Tensor:
     """(R,) mean NLL of each row's scored span, on the device: two forward calls for the whole batch (the
     shared prefixes, then every row's tail over the repeated prefix cache), or one without the cache. The
     number of calls depends on the settings only, never on the data: under FSDP every rank must match."""
@@ -126,13 +127,13 @@ def _row_nll(model: PreTrainedModel, lay: _Layout) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_costs(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int,
-                prefix_cache: bool = True) -> list[np.ndarray]:
-    """One (M, N) cost matrix per question; no gradient, model in eval mode for the call, one transfer."""
+def score(model: PreTrainedModel, batch: ScoreBatch, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+    """The device half: one (M, N) cost matrix per question of ``items`` (those ``batch`` was built from); no
+    gradient, the model in eval mode for the call, one device-to-host transfer."""
     was_training = model.training
     model.eval()
     try:
-        costs = _row_nll(model, _layout(items, cost_tokens, pad_id, prefix_cache)).double().cpu().numpy()
+        costs = _row_nll(model, batch).double().cpu().numpy()
     finally:
         model.train(was_training)
     out, start = [], 0
@@ -141,6 +142,12 @@ def score_costs(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens:
         out.append(costs[start: start + m * n].reshape(m, n))
         start += m * n
     return out
+
+
+def score_costs(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int,
+                prefix_cache: bool = True) -> list[np.ndarray]:
+    """One (M, N) cost matrix per question: :func:`score_batch` then :func:`score`."""
+    return score(model, score_batch(items, cost_tokens, pad_id, prefix_cache), items)
 
 
 def assign(cost: np.ndarray) -> np.ndarray:

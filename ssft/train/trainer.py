@@ -37,7 +37,7 @@ from ssft.data.traces import QuestionTraces
 from ssft.train import adapters, models
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
 from ssft.train.loss import Targets, nll_sum, resolve_kernel
-from ssft.train.matching import MatchStats, ScoreItem, assign, score_costs
+from ssft.train.matching import MatchStats, ScoreItem, assign, score, score_batch
 
 log = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
@@ -171,7 +171,7 @@ class StatsCallback(TrainerCallback, ExportableState):
 
 
 class ProgressLineCallback(TrainerCallback):
-    """One line per logging step, fixed key order: step, loss, lr, steps/s, tokens/s, ETA."""
+    """One line per logging step, fixed key order: step, loss, lr, steps/s, tokens/s, host ms per micro-batch, ETA."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
@@ -185,9 +185,9 @@ class ProgressLineCallback(TrainerCallback):
             return
         rate = (state.global_step - self.step0) / max(time.monotonic() - self.t0, 1e-9)
         eta = (state.max_steps - state.global_step) / max(rate, 1e-9)
-        log.info("step %d/%d  loss %.4f  lr %.2e  %.2f steps/s  %.0f tok/s  ETA %dm%02ds", state.global_step,
-                 state.max_steps, logs["loss"], logs.get("learning_rate", 0.0), rate, logs.get("tokens_per_s", 0.0),
-                 eta // 60, eta % 60)
+        log.info("step %d/%d  loss %.4f  lr %.2e  %.2f steps/s  %.0f tok/s  host %.1f ms  ETA %dm%02ds",
+                 state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate", 0.0), rate,
+                 logs.get("tokens_per_s", 0.0), logs.get("host_ms", 0.0), eta // 60, eta % 60)
 
 
 class SSFTTrainer(Trainer):
@@ -200,8 +200,12 @@ class SSFTTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.method, self.cfg, self.pad_id = method, cfg, pad_id
         self.kernel = resolve_kernel(cfg.train.loss_kernel, self.args.device)
-        self._buf: dict[str, float] = {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0}
+        self._buf = self._empty_buf()
         self._t_log = time.monotonic()
+
+    @staticmethod
+    def _empty_buf() -> dict[str, float]:
+        return {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0, "host_s": 0.0, "micro": 0.0}
 
     def _stats(self) -> MatchStats:
         # Looked up every time: on resume the Trainer replaces the callback object with a restored one.
@@ -212,15 +216,23 @@ class SSFTTrainer(Trainer):
         n = self.cfg.ssft.num_tags
         costs: list[np.ndarray | None] = [None] * len(examples)
         core = self.accelerator.unwrap_model(model)
+        t0 = time.perf_counter()                                   # host work is timed, device work is not
         if self.method == "ssft":
             items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in examples]
+            rows = score_batch(items, self.cfg.ssft.cost_tokens, self.pad_id, self.cfg.ssft.prefix_cache)
+            host = time.perf_counter() - t0
             with self.accelerator.autocast():  # score in the compute dtype, like the training forward
-                costs = score_costs(core, items, self.cfg.ssft.cost_tokens, self.pad_id, self.cfg.ssft.prefix_cache)
+                costs = score(core, rows, items)
+            t0 = time.perf_counter()
+        else:
+            host = 0.0
         key = zlib.crc32("|".join(ex.question_id for ex in examples).encode())
         rng = np.random.default_rng([self.cfg.seed, self.state.global_step, key, self.args.process_index])
         tags = [choose_tags(self.method, ex, n, c, rng) for ex, c in zip(examples, costs)]
         self._record(examples, tags, costs)
-        batch = build_batch(examples, tags, self.pad_id, self.cfg.ssft.tag_in_loss)   # on the host
+        batch = build_batch(examples, tags, self.pad_id, self.cfg.ssft.tag_in_loss)
+        self._buf["host_s"] += host + time.perf_counter() - t0
+        self._buf["micro"] += 1
         loss_sum, count = sequence_loss(model, batch, core, self.kernel)
         self._buf["tokens"] += float(batch["attention_mask"].sum())
         return loss_sum / max(count, 1)
@@ -246,7 +258,9 @@ class SSFTTrainer(Trainer):
             logs["tokens_per_s"] = self._buf["tokens"] * self.args.world_size / max(now - self._t_log, 1e-9)
             if self._buf["cost_n"]:
                 logs["matched_cost"] = self._buf["cost"] / self._buf["cost_n"]
-            self._buf = {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0}
+            if self._buf["micro"]:  # host-side ms per micro-batch: tokenizing rows, matching, statistics
+                logs["host_ms"] = 1000 * self._buf["host_s"] / self._buf["micro"]
+            self._buf = self._empty_buf()
             self._t_log = now
         super().log(logs, start_time)
 
