@@ -41,11 +41,13 @@ def test_more_traces_than_tags_is_an_error() -> None:
         assign(np.zeros((3, 2)))
 
 
-@pytest.fixture(scope="module")
-def scored() -> tuple:
+@pytest.fixture(scope="module", params=["eager", "sdpa"])
+def scored(request: pytest.FixtureRequest) -> tuple:
     """A tiny model and 5 questions of different lengths (so shared prefixes are padded differently), each
     with N = 6 tag prompts (question + tag + a shared suffix) and 2..4 traces of different lengths."""
-    model, tok = models.build(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), 6, 0)
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                      attn_implementation=request.param)
+    model, tok = models.build(cfg, 6, 0)
     g = torch.Generator().manual_seed(0)
     ids = lambda n: torch.randint(5, 60, (n,), generator=g).tolist()
     items = []
