@@ -84,12 +84,18 @@ def test_biased_head_and_scaled_gradient() -> None:
 
 def test_under_bf16_autocast_matches_the_autocast_reference() -> None:
     ids, mask, labels = _batch()
-    model = _model(True)
+    ref_model, model = _model(True), _model(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        ref = _reference(model, ids, mask, labels).sum()
+        ref = _reference(ref_model, ids, mask, labels).sum()
         got = nll_sum(model, ids, mask, Targets.from_labels(labels))
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(ref.item(), rel=1e-2)
+    ref.backward()
+    got.backward()
+    for (name, a), b in zip(ref_model.named_parameters(), model.parameters()):
+        assert b.grad.dtype == torch.float32, name  # float32 master weights get float32 gradients
+        err = (b.grad - a.grad).norm() / a.grad.norm()
+        assert err < 2e-2, f"{name}: relative gradient error {err:.3g} under autocast"
 
 
 def test_the_head_is_restored_after_an_error() -> None:
@@ -119,3 +125,41 @@ def test_a_wrapped_head_runs_its_own_forward() -> None:
     ref.backward()
     got.backward()
     torch.testing.assert_close(model.lm_head.weight.grad, ref_model.lm_head.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_that_rescales_its_logits_falls_back_to_full_logits() -> None:
+    """Granite divides the head's output by logits_scaling: the fused sum would be divided too."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(0)
+    model = GraniteForCausalLM(GraniteConfig(vocab_size=37, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             num_key_value_heads=2, intermediate_size=32, logits_scaling=8.0))
+    ids, mask, labels = _batch()
+    ref = _reference(model, ids, mask, labels)
+    targets = Targets.from_labels(labels)
+    assert nll_sum(model, ids, mask, targets).item() == pytest.approx(ref.sum().item(), rel=1e-6)
+    torch.testing.assert_close(token_nll(model, ids, mask, targets), ref[labels[:, 1:] != -100].detach())
+
+
+def test_peft_trainable_tag_rows_on_a_tied_head_take_the_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LoRA with trainable tag rows wraps a tied head; its merged weight is used, so no logits are kept."""
+    peft = pytest.importorskip("peft")
+    ids, mask, labels = _batch()
+    models = []
+    for _ in range(2):
+        m = peft.get_peft_model(_model(True), peft.LoraConfig(r=2, target_modules="all-linear",
+                                                              trainable_token_indices=[3, 5]))
+        with torch.no_grad():  # move the tag rows off their init so a head that ignored them would differ
+            for n, p in m.named_parameters():
+                if "trainable_tokens_delta" in n:
+                    p.add_(0.5)
+        models.append(m)
+    ref = _reference(models[0], ids, mask, labels).sum()
+    ref.backward()
+    monkeypatch.setattr(loss_mod, "_selected_rows", None)  # the slow path must not be taken
+    got = nll_sum(models[1], ids, mask, Targets.from_labels(labels))
+    got.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        if a.requires_grad:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)

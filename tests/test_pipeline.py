@@ -38,3 +38,21 @@ def test_dvc_repro_runs_the_pipeline_and_is_then_up_to_date(tmp_path: Path) -> N
     assert "up to date" in run(["dvc", "repro"], repo)
     assert "cons@N" in run(["dvc", "metrics", "show"], repo)
     assert not (repo / "mlruns").exists()
+
+
+def test_train_stage_depends_on_exactly_what_training_reads() -> None:
+    """dvc.yaml's train deps are the training code (TRAINING_CODE), and its params every key the trained model
+    depends on: a key left out would keep stale models after an edit."""
+    import dataclasses
+
+    import yaml
+
+    from ssft.config import TrainConfig
+    from ssft.train.trainer import BOOKKEEPING, TRAINING_CODE
+
+    root = Path(__file__).resolve().parents[1]
+    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    assert set(TRAINING_CODE) <= set(stage["deps"])
+    train_keys = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig) if f.name not in BOOKKEEPING}
+    assert train_keys <= set(stage["params"]), train_keys - set(stage["params"])
+    assert {"seed", "task", "model", "ssft"} <= set(stage["params"])

@@ -32,10 +32,17 @@ def _update(tmp: Path, trace_dir: Path, **over: object) -> tuple[torch.Tensor, t
     return (b - a).abs(), _saved_dtype(tmp / "model")
 
 
-def test_bf16_mixed_precision_moves_weights_like_float32(tmp_path: Path, trace_dir: Path) -> None:
+def test_bf16_mixed_precision_moves_weights_like_float32(tmp_path: Path, trace_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssft.train import loss
+
     assert mixed_precision(tiny_cfg(**{"model.dtype": "bfloat16"})) == {"bf16": True, "fp16": False}
     fp32, _ = _update(tmp_path / "fp32", trace_dir)
+    seen: set[torch.dtype] = set()
+    compute_dtype = loss._compute_dtype
+    monkeypatch.setattr(loss, "_compute_dtype", lambda h: seen.add(compute_dtype(h)) or compute_dtype(h))
     bf16, saved = _update(tmp_path / "bf16", trace_dir, **{"model.dtype": "bfloat16"})
+    assert seen == {torch.bfloat16}, f"the loss ran in {seen}: autocast was not on"
     # Adam moves a weight by ~lr per step while its gradient keeps its sign: median |update| ~ 0.9 x STEPS x LR.
     assert float((bf16 > 0).float().mean()) == 1.0, "some weights never moved"
     assert 0.7 <= float(bf16.median()) / (STEPS * LR) <= 1.05

@@ -74,13 +74,16 @@ class Kill(TrainerCallback):
             raise KeyboardInterrupt
 
 
-def test_kill_and_resume_gives_identical_weights_and_stats(tmp_path: Path, trace_dir: Path) -> None:
-    straight = _train(tmp_path / "a", trace_dir)
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_kill_and_resume_gives_identical_weights_and_stats(tmp_path: Path, trace_dir: Path,
+                                                           group_by_length: bool) -> None:
+    over = {"train.group_by_length": group_by_length}
+    straight = _train(tmp_path / "a", trace_dir, **over)
     with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path / "b", trace_dir, callbacks=(Kill(),))
+        _train(tmp_path / "b", trace_dir, callbacks=(Kill(),), **over)
     assert not (tmp_path / "b" / "models" / "ssft").exists(), "no model dir before training finished"
     (tmp_path / "b" / "ckpt" / "ssft" / "checkpoint-7").mkdir()   # a save cut short: must be skipped
-    resumed = _train(tmp_path / "b", trace_dir)
+    resumed = _train(tmp_path / "b", trace_dir, **over)
     a, _, _ = models.load(tmp_path / "a" / "models" / "ssft")
     b, _, _ = models.load(tmp_path / "b" / "models" / "ssft")
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
@@ -155,36 +158,57 @@ def test_checkpoint_fingerprint_covers_training_inputs_only(trace_dir: Path) -> 
     assert fingerprint(tiny_cfg(), "sft", f) != base
 
 
+class Checkpointing(TrainerCallback):
+    """Records whether the model's layers recompute activations (what gradient checkpointing switches on)."""
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        self.seen.append(any(getattr(m, "gradient_checkpointing", False) for m in model.modules()))
+
+
 def test_gradient_checkpointing_trains_the_same_model(tmp_path: Path, trace_dir: Path) -> None:
     over = {"train.max_steps": 3, "train.save_steps": 100}
-    _train(tmp_path / "a", trace_dir, **over)
-    _train(tmp_path / "b", trace_dir, **over, **{"train.gradient_checkpointing": True})
+    off, on = Checkpointing(), Checkpointing()
+    _train(tmp_path / "a", trace_dir, callbacks=(off,), **over)
+    _train(tmp_path / "b", trace_dir, callbacks=(on,), **over, **{"train.gradient_checkpointing": True})
+    assert off.seen == [False] * 3 and on.seen == [True] * 3
     a, _, _ = models.load(tmp_path / "a" / "models" / "ssft")
     b, _, _ = models.load(tmp_path / "b" / "models" / "ssft")
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_group_by_length_batches_similar_lengths(tmp_path: Path) -> None:
-    """Padding per micro-batch (sum of width - length) with the length-grouped sampler vs random order."""
-    from transformers import Trainer
-
-    from ssft.train.trainer import QuestionDataset, training_args
+def test_group_by_length_batches_similar_lengths_in_a_resumable_order(tmp_path: Path) -> None:
+    """Padding per micro-batch (sum of width - length) is far below random order's; the order depends on
+    (seed, epoch) only, so a resumed run (a new sampler, any global RNG state) replays the same batches."""
+    from ssft.train.trainer import QuestionDataset, SSFTTrainer, training_args
 
     rng = np.random.default_rng(0)
     exs = [Example(str(k), ((1,) * int(n),), 0, ((2,),), ("a",), (0,)) for k, n in enumerate(rng.integers(5, 200, 400))]
     ds = QuestionDataset(exs)
-
+    widths = ds.lengths()
     model = models.build(tiny_cfg().model, 4, seed=0)[0]
 
-    def padding(group: bool) -> int:
+    def sampler(group: bool):  # noqa: ANN202
         cfg = tiny_cfg(**{"train.group_by_length": group, "train.questions_per_step": 8})
-        trainer = Trainer(model=model, args=training_args(cfg, tmp_path / str(group)), train_dataset=ds)
-        order = list(trainer._get_train_sampler())
-        widths = [[len(ds[i]["input_ids"]) for i in order[s: s + 8]] for s in range(0, len(order), 8)]
-        return sum(max(w) * len(w) - sum(w) for w in widths)
+        trainer = SSFTTrainer(model=model, args=training_args(cfg, tmp_path / str(group)), train_dataset=ds,
+                              method="sft", cfg=cfg, pad_id=0)
+        return trainer._get_train_sampler()
 
-    assert padding(True) < 0.5 * padding(False)
+    def padding(order: list[int]) -> int:
+        batches = [[widths[i] for i in order[s: s + 8]] for s in range(0, len(order), 8)]
+        return sum(max(b) * len(b) - sum(b) for b in batches)
+
+    grouped = sampler(True)
+    epoch0 = list(grouped)
+    assert padding(epoch0) < 0.5 * padding(list(sampler(False)))
+    torch.manual_seed(123)                              # a resumed process: other global RNG state
+    again = sampler(True)
+    assert list(again) == epoch0
+    again.set_epoch(1)
+    assert list(again) != epoch0 and sorted(again) == sorted(epoch0)
 
 
 def test_lora_trains_adapters_and_tag_rows_then_saves_a_plain_model(tmp_path: Path, trace_dir: Path) -> None:

@@ -11,8 +11,10 @@ with chunk x vocab instead of batch x sequence x vocab, and only one chunk of lo
 ``Targets`` names the positions: hidden state ``b * T + t`` predicts token ``tokens[k]``.
 Kernels: ``torch`` (chunked; the default and the reference CPU tests check) or liger-kernel's fused linear
 cross-entropy (``liger``, CUDA, optional extra ``gpu``). Models that post-process their logits (Gemma's
-soft-capping, Cohere's logit scale) take the plain path: full logits, then the same selection; a head that is
-not a plain ``nn.Linear`` (a peft wrapper, a quantized layer) runs its own forward on the selected rows.
+soft-capping, Cohere's logit scale, Granite's logits_scaling: any model whose output is not what its head
+returned) take the plain path: full logits, then the same selection. peft's trainable tag rows on a tied head
+are seen through; any other head that is not a plain ``nn.Linear`` (a quantized layer) runs its own forward
+on the selected rows.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def _selected_rows(head_forward: Callable[[torch.Tensor], torch.Tensor], h: torc
 def _liger_sum(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
     from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 
-    return LigerFusedLinearCrossEntropyLoss(reduction="sum")(w, h, tokens, b)
+    # Accumulate the weight gradient in float32 across chunks (liger's default is the weight's dtype, bf16 here).
+    return LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)(w, h, tokens, b)
 
 
 def resolve_kernel(kernel: str, device: torch.device) -> str:
@@ -177,32 +180,63 @@ def _head_replaced(core: nn.Module, forward: Callable[[torch.Tensor], torch.Tens
             head.forward = previous
 
 
+def _linear_weights(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """The weight and bias ``head`` multiplies by (differentiably), or None for a head we cannot see through."""
+    if type(head) is nn.Linear:
+        return head.weight, head.bias
+    head = getattr(head, "token_adapter", head)  # peft's TrainableTokensWrapper -> its TrainableTokensLayer
+    base = getattr(head, "base_layer", None)
+    if type(base) is nn.Linear and hasattr(head, "get_merged_weights"):  # peft's trainable tag rows on a tied head
+        if head.disable_adapters or head.merged or not head.active_adapters:
+            return base.weight, base.bias
+        return head.get_merged_weights(head.active_adapters), base.bias
+    return None
+
+
+def _plain(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: Targets, reduce: bool,
+           **model_kwargs: object) -> torch.Tensor:
+    """The reference path for models that transform their logits: full logits, then the same selection."""
+    logits = model(input_ids=ids, attention_mask=mask, **model_kwargs).logits
+    sel = logits.reshape(-1, logits.shape[-1]).index_select(0, targets.positions).float()
+    return F.cross_entropy(sel, targets.tokens, reduction="sum" if reduce else "none")
+
+
 def _run(model: nn.Module, core: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: Targets,
          reduce: bool, kernel: str, **model_kwargs: object) -> torch.Tensor:
+    if _post_processes_logits(core) or core.__dict__.get("_ssft_plain_logits"):
+        return _plain(model, ids, mask, targets, reduce, **model_kwargs)
     head = core.get_output_embeddings()
-    if _post_processes_logits(core):  # the plain path: full logits, then the same selection
-        logits = model(input_ids=ids, attention_mask=mask, **model_kwargs).logits
-        sel = logits.reshape(-1, logits.shape[-1]).index_select(0, targets.positions).float()
-        return F.cross_entropy(sel, targets.tokens, reduction="sum" if reduce else "none")
-
-    plain_linear = type(head) is nn.Linear  # else (a peft wrapper, a quantized head): its own forward, selected rows
+    produced: list[torch.Tensor] = []
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:                      # (B, T, H)
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets.positions)             # (K, H)
-        if not plain_linear:
+        weights = _linear_weights(head)  # read inside the call: FSDP has unsharded it, peft's rows are current
+        if weights is None:  # e.g. a quantized head: its own forward, on the selected rows only
             vocab = core.get_input_embeddings().weight.shape[0]
-            return _selected_rows(type(head).forward.__get__(head), h, targets.tokens, reduce, _rows_per_chunk(vocab))
-        dtype = _compute_dtype(hidden)
-        h, w = h.to(dtype), head.weight.to(dtype)
-        b = None if head.bias is None else head.bias.to(dtype)
-        if not reduce:
-            return _per_token(h, w, b, targets.tokens)
-        if kernel == "liger":
-            return _liger_sum(h, w, b, targets.tokens)
-        return _LinearCrossEntropy.apply(h, w, b, targets.tokens, _rows_per_chunk(w.shape[0]))
+            out = _selected_rows(type(head).forward.__get__(head), h, targets.tokens, reduce, _rows_per_chunk(vocab))
+        else:
+            dtype = _compute_dtype(hidden)
+            h, w = h.to(dtype), weights[0].to(dtype)
+            b = None if weights[1] is None else weights[1].to(dtype)
+            if not reduce:
+                out = _per_token(h, w, b, targets.tokens)
+            elif kernel == "liger":
+                out = _liger_sum(h, w, b, targets.tokens)
+            else:
+                out = _LinearCrossEntropy.apply(h, w, b, targets.tokens, _rows_per_chunk(w.shape[0]))
+        produced.append(out)
+        return out
 
     with _head_replaced(core, forward):
-        return model(input_ids=ids, attention_mask=mask, **model_kwargs).logits
+        result = model(input_ids=ids, attention_mask=mask, **model_kwargs).logits
+    if produced and result is produced[0]:
+        return result
+    # The model changed what its head returned (Granite divides by logits_scaling, Falcon-H1 multiplies by
+    # lm_head_multiplier): our sums would be scaled too. From now on this model takes the plain path.
+    log.warning("%s transforms its head's output; the loss falls back to full logits (more memory)",
+                type(core).__name__)
+    core.__dict__["_ssft_plain_logits"] = True
+    return _plain(model, ids, mask, targets, reduce, **model_kwargs)
 
 
 def nll_sum(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, targets: Targets, core: nn.Module | None = None,

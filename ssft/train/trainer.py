@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState, PrinterCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from ssft.config import Config, ModelConfig
 from ssft.data import traces
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
 # What a trained model depends on in code (dvc.yaml's train deps list the same; a test checks they agree).
 TRAINING_CODE = ("ssft/train", "ssft/config.py")
+# train.* keys that do not change the trained model (dvc.yaml leaves them out of the train params; a test checks).
+BOOKKEEPING = ("methods", "save_steps", "logging_steps", "threads")
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,29 @@ class QuestionDataset(torch.utils.data.Dataset):
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict:
-        ex = self.examples[i]
-        # "input_ids" is only a length stand-in (the padded row width) for the Trainer's length-grouped sampler.
-        return {"example": ex, "input_ids": range(max(len(p) for p in ex.prompts) + max(map(len, ex.completions)))}
+        return {"example": self.examples[i]}
+
+    def lengths(self) -> list[int]:
+        """Each question's padded row width (longest prompt + longest trace): what length grouping sorts by."""
+        return [max(map(len, ex.prompts)) + max(map(len, ex.completions)) for ex in self.examples]
+
+
+class SeededLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length grouping (shuffled mega-batches, each sorted by length), drawn from (seed, epoch)
+    alone: the same order on every rank, and again after a resume. transformers' own sampler draws from the
+    global RNG before the Trainer restores it from the checkpoint, so a resumed epoch would skip the wrong
+    batches."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by accelerate's data loader at every epoch
+        self.epoch = epoch
+
+    def __iter__(self):  # noqa: ANN204
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
 
 def collate(batch: list[dict]) -> dict:
@@ -145,7 +168,8 @@ def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], core: 
     """Summed next-token NLL over labelled tokens, and their count (sum first, divide once).
 
     Only labelled positions meet the output projection (``ssft.train.loss``): no full-vocabulary logits."""
-    dev = next(iter(batch.values())).device if core is None else core.device
+    core = core or model
+    dev = next(core.parameters()).device
     targets = Targets.from_labels(batch["labels"].cpu())  # host-side: no device sync per step
     ids, mask = (batch[k].to(dev, non_blocking=True) for k in ("input_ids", "attention_mask"))
     return nll_sum(model, ids, mask, targets.to(dev), core=core, kernel=kernel), len(targets)
@@ -206,6 +230,14 @@ class SSFTTrainer(Trainer):
     @staticmethod
     def _empty_buf() -> dict[str, float]:
         return {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0, "host_s": 0.0, "micro": 0.0}
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
+        """With ``train.group_by_length``, a length-grouped order that resumes exactly (see the sampler)."""
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.cfg.train.group_by_length:
+            return super()._get_train_sampler(train_dataset)
+        return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                          ds.lengths(), self.cfg.seed)
 
     def _stats(self) -> MatchStats:
         # Looked up every time: on resume the Trainer replaces the callback object with a restored one.
@@ -268,8 +300,7 @@ class SSFTTrainer(Trainer):
 def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
     """What a checkpoint depends on (config, data, training code); with anything else changed, start over."""
     relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval", "tracking")}
-    bookkeeping = ("methods", "save_steps", "logging_steps")
-    relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in bookkeeping}
+    relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in BOOKKEEPING}
     h = hashlib.sha256(json.dumps([relevant, method], sort_keys=True, default=str).encode())
     h.update(Path(traces_file).read_bytes())
     for path in training_code_files():  # a code change means the old checkpoints are not this run's
@@ -314,7 +345,6 @@ def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
         # Passed only when on: the argument's name is changing (activation_checkpointing) across 5.x releases.
         **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
            if t.gradient_checkpointing else {}),
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
     )
 
 
@@ -334,6 +364,9 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
         if hasattr(cb, "use_stats"):  # e.g. tracking: reads the live statistics, which resume replaces
             cb.use_stats(trainer._stats)
     trainer.remove_callback(PrinterCallback)  # ProgressLineCallback prints one line per log instead
+    if trainer.is_fsdp_enabled and cfg.model.lora_rank:
+        raise ValueError("model.lora_rank > 0 with FSDP is not supported: the adapters would be saved unmerged; "
+                         "use DDP (torchrun) for LoRA, or model.lora_rank: 0 with FSDP")
     resume = last_complete_checkpoint(ckpt_dir)
     if resume:
         log.info("resuming %s from %s", method, resume)
