@@ -23,6 +23,49 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+SOURCES = ("synthetic", "import", "generate")
+CHECKERS = ("int", "math", "exact", "none")
+BACKENDS = ("hf", "openai")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """One teacher of ``data.source: generate``: a local checkpoint (``hf``) or an OpenAI-compatible server."""
+
+    name: str = _f("", "teacher name: the trace's source, the label specialisation is measured against")
+    backend: str = _f("openai", "hf (a local checkpoint, transformers) | openai (chat completions: vLLM, SGLang, an API)")
+    model: str = _f("", "hf: local checkpoint directory; openai: the served model name")
+    base_url: str | None = _f(None, "openai: the server, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = _f(None, "openai: NAME of the environment variable holding the API key (never the key)")
+    n: int = _f(1, "traces per question from this teacher")
+    temperature: float = _f(0.7, "sampling temperature")
+    top_p: float = _f(1.0, "nucleus sampling mass")
+    max_tokens: int = _f(1024, "generation budget per trace (tokens)")
+    concurrency: int = _f(8, "openai: requests in flight at once")
+    timeout_s: float = _f(300.0, "openai: seconds before a request is abandoned and retried")
+    max_retries: int = _f(5, "openai: retries with exponential back-off per request")
+    batch_size: int = _f(16, "hf: questions per generate() call")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _f("synthetic", "where traces come from: synthetic (task, traces sections) | import (a file) | "
+                     "generate (teachers)")
+    name: str | None = _f(None, "dataset name: MLflow experiment and registered model ssft-<name>; null = task.name "
+                          "(synthetic) or the stem of data.path")
+    path: str | None = _f(None, "import: trace file (.jsonl/.json/.parquet/.csv) or save_to_disk directory; "
+                          "generate: questions file (question, answer); keep it under data/raw (dvc add)")
+    eval_path: str | None = _f(None, "held-out evaluation questions in their own file; null = data.eval_share")
+    eval_share: float = _f(0.1, "share of questions held out for evaluation, split by a seeded hash of the "
+                           "question id (import/generate without data.eval_path)")
+    checker: str = _f("int", "answer check: int (trailing #<int>) | math (math-verify: \\boxed{}, LaTeX, numbers) | "
+                      "exact (final answer string) | none (keep every non-empty trace)")
+    columns: dict = _f({}, "column names in the file, if not the defaults: question, answer, question_id, traces "
+                       "(list per question), teacher, text (one row per trace: teacher and text columns)")
+    teachers: list = _f([], "generate: teachers, each {name, backend, model, base_url, api_key_env, n, ...}")
+    cache: str = _f(".cache/generations", "generate: append-only JSONL cache of finished traces (resumes a killed run)")
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = _f("add4", "task family: add4 (fast default) or mult (harder)")
@@ -111,6 +154,7 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = _f(0, "one seed for data, init, matching ties and sampling")
+    data: DataConfig = _f(None, "")
     task: TaskConfig = _f(None, "")
     traces: TracesConfig = _f(None, "")
     model: ModelConfig = _f(None, "")
@@ -123,7 +167,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
+SECTIONS = {"data": DataConfig, "task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
             "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig}
 
 
@@ -162,8 +206,14 @@ def _section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
 
 
 def _check(cfg: Config, errors: list[str]) -> None:
-    m, s, t, e = cfg.model, cfg.ssft, cfg.train, cfg.eval
+    m, s, t, e, d = cfg.model, cfg.ssft, cfg.train, cfg.eval, cfg.data
     rules = [
+        (d.source in SOURCES, "data.source", f"use one of {', '.join(SOURCES)}"),
+        (d.source == "synthetic" or bool(d.path), "data.path",
+         f"data.source={d.source} needs a file: the traces (import) or the questions (generate)"),
+        (d.source != "generate" or bool(d.teachers), "data.teachers", "data.source=generate needs at least one teacher"),
+        (0 < d.eval_share < 1, "data.eval_share", "use a share between 0 and 1, e.g. 0.1"),
+        (d.checker in CHECKERS, "data.checker", f"use one of {', '.join(CHECKERS)}"),
         (cfg.traces.train_questions >= 1, "traces.train_questions", "use >= 1"),
         (cfg.traces.eval_questions >= 1, "traces.eval_questions", "use >= 1"),
         (1 <= s.num_tags <= 64, "ssft.num_tags", "use 1..64"),
@@ -196,6 +246,20 @@ def _check(cfg: Config, errors: list[str]) -> None:
         if not ok:
             section, key = name.split(".")
             errors.append(f"{name}: {getattr(getattr(cfg, section), key)!r} is invalid; {fix}")
+    for k, teacher in enumerate(d.teachers):
+        _check_teacher(teacher, f"data.teachers[{k}]", errors)
+
+
+def _check_teacher(t: TeacherConfig, where: str, errors: list[str]) -> None:
+    rules = [(bool(t.name), "name", "give every teacher a name (its traces' source)"),
+             (t.backend in BACKENDS, "backend", f"use one of {', '.join(BACKENDS)}"),
+             (bool(t.model), "model", "hf: a local checkpoint directory; openai: the served model name"),
+             (t.backend != "openai" or bool(t.base_url), "base_url", "openai needs the server, e.g. http://host:8000/v1"),
+             (t.n >= 1, "n", "use >= 1"), (t.max_tokens >= 1, "max_tokens", "use >= 1"),
+             (t.concurrency >= 1, "concurrency", "use >= 1"), (t.temperature >= 0, "temperature", "use >= 0")]
+    for ok, key, fix in rules:
+        if not ok:
+            errors.append(f"{where}.{key}: {getattr(t, key)!r} is invalid; {fix}")
 
 
 def from_dict(raw: dict[str, Any], source: str = "params") -> Config:
@@ -208,6 +272,10 @@ def from_dict(raw: dict[str, Any], source: str = "params") -> Config:
             errors.append(f"{key}: unknown section; known: seed, {', '.join(SECTIONS)}")
     seed = _coerce(raw.get("seed", 0), "int", "seed", errors)
     sections = {name: _section(cls, raw.get(name), name, errors) for name, cls in SECTIONS.items()}
+    teachers = sections["data"].teachers
+    if isinstance(teachers, list):
+        parsed = [_section(TeacherConfig, t, f"data.teachers[{k}]", errors) for k, t in enumerate(teachers)]
+        sections["data"] = dataclasses.replace(sections["data"], teachers=parsed)
     cfg = Config(seed=seed, **sections)
     if not errors:
         _check(cfg, errors)

@@ -9,9 +9,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers import models as tk_models
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from ssft import config
 from ssft.data import traces
@@ -59,6 +64,54 @@ def trace_dir(tmp_path: Path, cfg: config.Config) -> Path:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- tiny pretrained-style checkpoints (byte-level BPE, chat template), built offline ----------------------
+CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def bpe_tokenizer(corpus: Sequence[str], pre_tokenizer: pre_tokenizers.PreTokenizer = None, chat: bool = True,
+                  think: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on ``corpus``; ChatML specials; eos <|im_end|>, pad <|endoftext|>, no bos.
+    ``think``: ``<think>`` is already in the vocabulary (an added, non-special token, as in Qwen3)."""
+    tk = Tokenizer(tk_models.BPE())
+    tk.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator(corpus, trainer)
+    if think:
+        tk.add_tokens([AddedToken("<think>", special=False, normalized=False)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    if chat:
+        tok.chat_template = CHATML
+    return tok
+
+
+def qwen2_checkpoint(path: Path, tok: PreTrainedTokenizerFast, pad_rows: int = 0,
+                     eos_ids: list[int] | None = None) -> Qwen2ForCausalLM:
+    """A 1-layer ``qwen2`` checkpoint for ``tok``; ``pad_rows`` unused embedding rows as real Qwen has."""
+    config = Qwen2Config(vocab_size=len(tok) + pad_rows, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    if eos_ids is not None:
+        model.generation_config.eos_token_id = eos_ids
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return model
+
+
+
+def chat_checkpoint(path: Path, corpus: Sequence[str]) -> Path:
+    """A tiny local chat checkpoint as users have them: byte-level BPE trained on ``corpus``, a ChatML template,
+    and two eos ids in its generation_config (<|im_end|>, <|endoftext|>), like Qwen2.5."""
+    tok = bpe_tokenizer(corpus)
+    qwen2_checkpoint(path, tok, eos_ids=[tok.eos_token_id, tok.pad_token_id])
+    return path
+
 
 
 def copy_project(dst: Path, params: dict | None = None) -> Path:

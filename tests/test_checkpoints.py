@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
-from tokenizers import models as tk_models
-from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from conftest import CHATML, qwen2_checkpoint
+from conftest import bpe_tokenizer as kit_tokenizer
+from tokenizers import pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ssft.config import ModelConfig
 from ssft.data.traces import QuestionTraces
@@ -20,42 +21,12 @@ from ssft.train.forking import PromptLayout, prompt_ids, prompt_text, question_i
 from ssft.train.trainer import tokenize
 
 SENTENCES = ["the cat sat on the mat", "what is two plus two", "four is the answer, isn't it", "1 + 2 = 3 #3"]
-CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 QUESTION = "what is two plus two"
 
 
 def bpe_tokenizer(pre_tokenizer: pre_tokenizers.PreTokenizer = None, chat: bool = True,
                   think: bool = False) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained on SENTENCES; ChatML specials; eos <|im_end|>, pad <|endoftext|>, no bos.
-    ``think``: ``<think>`` is already in the vocabulary (an added, non-special token, as in Qwen3)."""
-    tk = Tokenizer(tk_models.BPE())
-    tk.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(SENTENCES, trainer)
-    if think:
-        tk.add_tokens([AddedToken("<think>", special=False, normalized=False)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    if chat:
-        tok.chat_template = CHATML
-    return tok
-
-
-def qwen2_checkpoint(path: Path, tok: PreTrainedTokenizerFast, pad_rows: int = 0,
-                     eos_ids: list[int] | None = None) -> Qwen2ForCausalLM:
-    """A 1-layer ``qwen2`` checkpoint for ``tok``; ``pad_rows`` unused embedding rows as real Qwen has."""
-    config = Qwen2Config(vocab_size=len(tok) + pad_rows, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=64, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    if eos_ids is not None:
-        model.generation_config.eos_token_id = eos_ids
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return model
+    return kit_tokenizer(SENTENCES, pre_tokenizer, chat, think)
 
 
 # -- 1. the checkpoint's own tokenizer ---------------------------------------------------------------------
