@@ -22,6 +22,7 @@ import torch
 
 from ssft.config import load
 from ssft.data import traces
+from ssft.data.sources import synthetic
 from ssft.data.tasks import get_task
 from ssft.train.matching import ScoreItem, assign, score_costs
 from ssft.train.models import build, prompt_layout
@@ -55,9 +56,9 @@ def main() -> None:
     model, tok = build(cfg.model, n, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
-    questions, _ = traces.validate(traces.synthetic_rows(task, task.problems(args.questions, seed=cfg.seed)),
+    questions, _ = traces.validate(synthetic.synthetic_rows(task, task.problems(args.questions, seed=cfg.seed)),
                                    "bench", n)
-    exs: list[Example] = tokenize(questions, tok, n, list(task.strategies), cfg.model.max_length,
+    exs: list[Example] = tokenize(questions, tok, n, list(task.strategies),
                                   layout=prompt_layout(cfg.model, tok, n))
     items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in exs]
     m = len(exs[0].completions)

@@ -29,6 +29,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config,
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.gpu_step import SHAPES  # noqa: E402
 from ssft.data import traces  # noqa: E402
+from ssft.data.sources import synthetic  # noqa: E402
 from ssft.data.tasks import get_task  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -39,7 +40,7 @@ RUN = {"tiny": {"max_steps": 300, "lr": 1e-3}, "0.5b": {"max_steps": 60, "lr": 2
 
 def write_traces(out: Path) -> list[str]:
     """add4 (marked) train/eval parquet files; returns all trace texts (the tokenizer's training corpus)."""
-    splits = traces.synthetic_splits(get_task("add4", marked=True), 400, 64, seed=0)
+    splits = synthetic.synthetic_splits(get_task("add4", marked=True), 400, 64, seed=0)
     for split, rows in splits.items():
         out.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in traces.COLUMNS} for r in rows]),

@@ -78,19 +78,9 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    from ssft.data import traces
-    from ssft.data.tasks import get_task
+    from ssft.data import dataset
 
-    task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
-    splits = traces.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed,
-                                     cfg.traces.strategies or None)
-    out = Path(args.out)
-    report = {}
-    for split, rows in splits.items():
-        report[split] = traces.validate(rows, f"{split} split", cfg.ssft.num_tags)[1]  # before any write
-        traces.write(rows, out / f"{split}.parquet")
-    (out / "stats.json").write_text(json.dumps(report, indent=2))
-    log.info("traces: %s", report)
+    dataset.build(cfg, Path(args.out))
 
 
 def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
@@ -114,7 +104,7 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
         torch.set_num_threads(cfg.train.threads)
     model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
-    evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out)
+    evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet")
     tracker = _tracker(cfg, args)
     if tracker is not None:
         tracker.log_eval(args.method, model_dir, out)

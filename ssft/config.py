@@ -33,7 +33,8 @@ class TeacherConfig:
     """One teacher of ``data.source: generate``: a local checkpoint (``hf``) or an OpenAI-compatible server."""
 
     name: str = _f("", "teacher name: the trace's source, the label specialisation is measured against")
-    backend: str = _f("openai", "hf (a local checkpoint, transformers) | openai (chat completions: vLLM, SGLang, an API)")
+    backend: str = _f("openai", "hf (a local checkpoint, transformers) | openai (chat completions: vLLM, SGLang, "
+                      "a hosted API)")
     model: str = _f("", "hf: local checkpoint directory; openai: the served model name")
     base_url: str | None = _f(None, "openai: the server, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = _f(None, "openai: NAME of the environment variable holding the API key (never the key)")
@@ -87,7 +88,8 @@ class ModelConfig:
     num_layers: int = _f(3, "tiny model depth")
     num_heads: int = _f(4, "attention heads (must divide hidden_size)")
     intermediate_size: int = _f(512, "MLP width")
-    max_length: int = _f(128, "max tokens of prompt + trace; longer examples are an error")
+    max_length: int = _f(0, "max tokens of prompt + trace; longer traces are dropped and counted per source; "
+                         "0 = the checkpoint's context (tiny model: no limit)")
     attn_implementation: str = _f("eager", "eager | sdpa | flash_attention_2 (eager is fastest for tiny CPU models)")
     dtype: str = _f("float32", "compute dtype: float32 | bfloat16 (mixed precision: float32 master weights and "
                     "optimizer state, bf16 autocast; GPU, or CPU) | float16 (CUDA only, with loss scaling)")
@@ -166,6 +168,16 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def dataset_name(self) -> str:
+        """What the data is called in MLflow (experiment, registered model): data.name, else the synthetic
+        task's name, else the stem of the trace or question file."""
+        if self.data.name:
+            return self.data.name
+        if self.data.source == "synthetic":
+            return self.task.name
+        return Path(self.data.path).stem if self.data.path else self.data.source
+
 
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
             "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig}
@@ -211,7 +223,8 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (d.source in SOURCES, "data.source", f"use one of {', '.join(SOURCES)}"),
         (d.source == "synthetic" or bool(d.path), "data.path",
          f"data.source={d.source} needs a file: the traces (import) or the questions (generate)"),
-        (d.source != "generate" or bool(d.teachers), "data.teachers", "data.source=generate needs at least one teacher"),
+        (d.source != "generate" or bool(d.teachers), "data.teachers",
+         "data.source=generate needs at least one teacher"),
         (0 < d.eval_share < 1, "data.eval_share", "use a share between 0 and 1, e.g. 0.1"),
         (d.checker in CHECKERS, "data.checker", f"use one of {', '.join(CHECKERS)}"),
         (cfg.traces.train_questions >= 1, "traces.train_questions", "use >= 1"),
@@ -228,6 +241,7 @@ def _check(cfg: Config, errors: list[str]) -> None:
          "only means something with model.dtype bfloat16 or float16"),
         ("{i}" in m.tag_format and m.tag_format.replace("{i}", "") != "", "model.tag_format",
          "must contain {i} and some other text, e.g. <think{i}>"),
+        (m.max_length >= 0, "model.max_length", "use 0 (the model's context) or a token count"),
         (m.lora_rank >= 0, "model.lora_rank", "use 0 (full fine-tuning) or a positive rank"),
         (t.loss_kernel in ("auto", "torch", "liger"), "train.loss_kernel", "use auto, torch or liger"),
         (all(x in METHODS for x in t.methods), "train.methods", f"each must be one of {METHODS}"),

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from ssft import config
 from ssft.data import traces
+from ssft.data.sources import synthetic
 from ssft.data.tasks import get_task
 
 TINY = {
@@ -57,7 +58,7 @@ def cfg() -> config.Config:
 @pytest.fixture
 def trace_dir(tmp_path: Path, cfg: config.Config) -> Path:
     task = get_task("add4", marked=True)
-    splits = traces.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed)
+    splits = synthetic.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed)
     for split, rows in splits.items():
         traces.write(rows, tmp_path / "data" / f"{split}.parquet")
     return tmp_path / "data"
@@ -145,3 +146,37 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# -- an s1K-style trace file: one question per line, one trace per teacher, \boxed{} answers --------------
+TEACHER_STYLES = {
+    "alpha": "Let us add step by step. First {a} plus {b} is {s}. Therefore the answer is \\boxed{{{s}}}.",
+    "beta": "- take {a}\n- add {b}\n- total {s}\nFinal: \\boxed{{{s}}}",
+    "gamma": "{a}+{b} => {s} \\boxed{{{s}}}",
+    "delta": "We need {a} + {b}. Counting on from {a} by {b} gives {s}, so \\boxed{{{s}}}",
+}
+
+
+def s1k_rows(n: int = 24) -> list[dict]:
+    """``n`` questions "What is a + b?" with a trace per teacher, plus the flaws the importer must handle:
+    question 0 has a wrong trace (alpha), question 1 an empty one (beta), question 2 a single trace (dropped)."""
+    rows = []
+    for k in range(n):
+        a, b = 3 + k, 2 * k + 1
+        traces = [{"teacher": t, "text": style.format(a=a, b=b, s=a + b)} for t, style in TEACHER_STYLES.items()]
+        if k == 0:
+            traces[0]["text"] = traces[0]["text"].replace(f"{{{a + b}}}", f"{{{a + b + 1}}}")
+        if k == 1:
+            traces[1]["text"] = ""
+        if k == 2:
+            traces = traces[:1]
+        rows.append({"question": f"What is {a} + {b}?", "answer": str(a + b), "traces": traces})
+    return rows
+
+
+def write_s1k(path: Path, n: int = 24) -> Path:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in s1k_rows(n)))
+    return path

@@ -79,6 +79,7 @@ def test_custom_tag_format_reaches_training_save_and_evaluation(tmp_path: Path,
     from conftest import tiny_cfg
 
     from ssft.data import traces
+    from ssft.data.sources import synthetic
     from ssft.data.tasks import get_task
     from ssft.eval import evaluate as evaluate_mod
     from ssft.eval.sampling import Sample
@@ -89,12 +90,12 @@ def test_custom_tag_format_reaches_training_save_and_evaluation(tmp_path: Path,
     assert layout == PromptLayout(("<fork1>", "<fork2>", "<fork3>", "<fork4>"), "<fork>", chat=False)
     assert len(tok.encode("<think1>", add_special_tokens=False)) > 1  # no hard-coded <thinkI> left over
     with pytest.raises(ValueError, match="'<think>' encodes to"):
-        tokenize([], tok, 4, [], 64)  # the default layout does not match this tokenizer: loud, not silent
+        tokenize([], tok, 4, [])  # the default layout does not match this tokenizer: loud, not silent
 
-    rows = traces.synthetic_splits(get_task("add4", marked=True), 4, 2, 0)
+    rows = synthetic.synthetic_splits(get_task("add4", marked=True), 4, 2, 0)
     traces.write(rows["eval"], tmp_path / "eval.parquet")
     questions, _ = traces.load(tmp_path / "eval.parquet", 4)
-    examples = tokenize(questions, tok, 4, list(get_task("add4").strategies), 64, layout=layout)
+    examples = tokenize(questions, tok, 4, list(get_task("add4").strategies), layout=layout)
     assert tok.decode(examples[0].prompts[3]).endswith("<fork3>")
     models.save(model, tok, tmp_path / "m", {"method": "ssft", "num_tags": 4}, layout=layout)
     assert json.loads((tmp_path / "m" / "tags.json").read_text())["shared_tag"] == "<fork>"
@@ -132,7 +133,7 @@ def test_checkpoint_without_chat_template_or_bos_gets_the_plain_layout(tmp_path:
     layout = models.prompt_layout(cfg, tok, 4)
     assert tok.bos_token is None and not layout.chat
     q = QuestionTraces("q", QUESTION, "4", ("two plus two #4", "four #4"), ("a", "b"), ("a", "b"))
-    (ex,) = tokenize([q], tok, 4, ["a", "b"], 256, layout=layout)
+    (ex,) = tokenize([q], tok, 4, ["a", "b"], layout=layout)
     texts = [prompt_text(tok, layout, QUESTION, t) for t in (None, 1, 2, 3, 4)]
     assert texts[2] == f"{QUESTION}<think2>" and texts[0] == f"{QUESTION}<think>"
     assert not any("None" in t for t in texts + [tok.decode(p) for p in ex.prompts]), texts

@@ -18,11 +18,12 @@ KEYS = {"pass@1", "pass@1_best_tag", "cons@N", "cons@N_ties", "pass@N", "coverag
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ssft.data import traces
+    from ssft.data.sources import synthetic
     from ssft.data.tasks import get_task
 
     root = tmp_path_factory.mktemp("eval")
     cfg = tiny_cfg(**{"eval.ks": [2, 8]})
-    for split, rows in traces.synthetic_splits(get_task("add4", marked=True), 32, 8, 0).items():
+    for split, rows in synthetic.synthetic_splits(get_task("add4", marked=True), 32, 8, 0).items():
         traces.write(rows, root / "data" / f"{split}.parquet")
     for method in ("ssft", "sft"):
         run_stage(cfg, method, root / "data" / "train.parquet", root / "models" / method, root / "ckpt" / method)

@@ -52,8 +52,8 @@ def test_train_and_eval_prompts_are_identical() -> None:
     """The prompt a trace is trained under is byte-identical to the one evaluation generates from."""
     tok = build_char_tokenizer(PLAIN4.all_tags)
     q = QuestionTraces("q", "3+2+5+2?", "12", ("L#12", "R#12"), ("l2r", "r2l"), ("l2r", "r2l"))
-    (ex,) = tokenize([q], tok, 4, ["l2r", "r2l"], 64)
-    assert tokenize([q], tok, 4, ["l2r", "r2l"], 64, layout=PLAIN4) == [ex]
+    (ex,) = tokenize([q], tok, 4, ["l2r", "r2l"])
+    assert tokenize([q], tok, 4, ["l2r", "r2l"], layout=PLAIN4) == [ex]
     for tag in [None, 1, 2, 3, 4]:
         assert list(ex.prompts[tag or 0]) == prompt_ids(tok, PLAIN4, q.question, tag)
         assert tok.decode(ex.prompts[tag or 0]) == prompt_text(tok, PLAIN4, q.question, tag)

@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 
 from ssft.data import traces
+from ssft.data.sources import synthetic
 from ssft.data.tasks import get_task
 
 
 def rows(n_q: int = 2) -> list[dict]:
     task = get_task("add4")
-    return traces.synthetic_rows(task, task.problems(n_q, seed=0))
+    return synthetic.synthetic_rows(task, task.problems(n_q, seed=0))
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -19,7 +20,9 @@ def test_round_trip(tmp_path: Path) -> None:
     qs, report = traces.load(tmp_path / "t.parquet", num_tags=4)
     assert [q.question_id for q in qs] == [r[0]["question_id"], r[4]["question_id"]]
     assert qs[0].sources == ("l2r", "r2l", "pair", "sort") and qs[0].traces[0] == r[0]["trace"]
-    assert report == {"rows": 8, "dropped_wrong_answer": 0, "dropped_questions": 0, "questions": 2, "traces": 8}
+    assert {k: v for k, v in report.items() if k != "per_source"} == {
+        "rows": 8, "questions": 2, "traces": 8, "dropped_questions": 0, "dropped_empty": 0, "dropped_wrong_answer": 0}
+    assert report["per_source"]["l2r"] == {"kept": 2, "empty": 0, "wrong_answer": 0, "lone": 0}
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -33,11 +36,11 @@ def test_missing_field(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (lambda r: r[1].update(trace=""), r"row 1, field 'trace': empty"),
-    (lambda r: r[1].update(source="l2r"), r"row 1, question_id .*duplicate source 'l2r'"),
+    (lambda r: r[1].update(question_id=""), r"row 1, field 'question_id': empty"),
+    (lambda r: r[2].update(source=None), r"row 2, field 'source': empty"),
     (lambda r: r[1].update(question="1+1+1+1?"), r"row 1, question_id .*question/answer differ"),
-    (lambda r: [x.update(question_id="q") for x in r], r"question_id 'q' has 8 traces; SSFT needs 2..N"),
-    (lambda r: r[0].update(question_id="solo"), r"question_id 'solo' has 1 traces"),
+    (lambda r: [x.update(question_id="q") for x in r], r"question_id 'q' has 8 traces; SSFT needs at most N"),
+    (lambda r: r[3].update(trace=7), r"row 3, field 'trace': int, not text"),
 ])
 def test_bad_rows_name_file_row_field_and_fix(mutate, match: str) -> None:
     r = rows()
@@ -46,15 +49,25 @@ def test_bad_rows_name_file_row_field_and_fix(mutate, match: str) -> None:
         traces.validate(r, "f.parquet", num_tags=4)
 
 
-def test_wrong_answers_are_dropped_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+def test_empty_wrong_and_lone_traces_are_dropped_and_counted_per_source(caplog: pytest.LogCaptureFixture) -> None:
+    from ssft.data.checkers import get_checker
+
     r = rows(3)
-    r[0]["trace"] = r[0]["trace"].replace("#", "#9")           # one wrong trace in question 0
+    r[0]["trace"] = r[0]["trace"].replace("#", "#9")           # question 0: l2r wrong
+    r[1]["trace"] = "  "                                       # question 0: r2l empty
     for x in r[4:7]:
-        x["trace"] = x["trace"] + "0"                          # question 1 keeps only 1 good trace
-    qs, report = traces.validate(r, "f.parquet", num_tags=4)
-    assert report["dropped_wrong_answer"] == 4 and report["dropped_questions"] == 1
-    assert [len(q.traces) for q in qs] == [3, 4]
-    assert "dropped 4 trace(s)" in caplog.text
+        x["trace"] = x["trace"] + "0"                          # question 1: only sort is right -> dropped
+    qs, report = traces.validate(r, "f.parquet", num_tags=4, checker=get_checker("int"))
+    assert [len(q.traces) for q in qs] == [2, 4] and qs[0].sources == ("pair", "sort")
+    assert (report["dropped_wrong_answer"], report["dropped_empty"], report["dropped_questions"]) == (4, 1, 1)
+    assert report["per_source"] == {
+        "l2r": {"kept": 1, "empty": 0, "wrong_answer": 2, "lone": 0},
+        "r2l": {"kept": 1, "empty": 1, "wrong_answer": 1, "lone": 0},
+        "pair": {"kept": 2, "empty": 0, "wrong_answer": 1, "lone": 0},
+        "sort": {"kept": 2, "empty": 0, "wrong_answer": 0, "lone": 1}}
+    assert "dropped 1 empty trace(s), 4 whose answer fails the checker, and 1 question(s)" in caplog.text
+    _, unchecked = traces.validate(r, "f.parquet", num_tags=4)  # no checker: only the empty one goes
+    assert unchecked["dropped_wrong_answer"] == 0 and unchecked["dropped_empty"] == 1
 
 
 def test_missing_file_says_how_to_make_it(tmp_path: Path) -> None:
@@ -63,5 +76,5 @@ def test_missing_file_says_how_to_make_it(tmp_path: Path) -> None:
 
 
 def test_eval_split_is_held_out() -> None:
-    s = traces.synthetic_splits(get_task("add4"), 100, 50, seed=3)
+    s = synthetic.synthetic_splits(get_task("add4"), 100, 50, seed=3)
     assert not {r["question_id"] for r in s["train"]} & {r["question_id"] for r in s["eval"]}

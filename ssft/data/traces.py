@@ -1,26 +1,31 @@
 """The trace dataset: one row per (question, trace), as parquet written with HF ``datasets``.
 
-Schema: ``question_id, question, answer, trace, source, mode`` (``mode`` = strategy name when known).
-``load`` validates a file and groups it per question; structural problems raise TraceDataError naming
-the file, row, field and fix; traces whose answer fails the checker are dropped and counted, never
-silently.
+Schema: ``question_id, question, answer, trace, source, mode``: ``source`` is the strategy or teacher that
+wrote the trace, ``mode`` the strategy name when known (synthetic tasks), else empty.
+``validate`` groups rows per question. What is structurally wrong (a missing id, question or source, one id
+with two questions, more traces than tags) raises TraceDataError naming the file, row, field and fix; empty
+traces and traces whose answer fails the checker are dropped and counted per source, and a question left
+with fewer than 2 traces is dropped and counted, never silently.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ssft import atomic
-from ssft.data.tasks import Task, extract_answer
-from ssft.data.tasks.base import Problem
+
+if TYPE_CHECKING:
+    from ssft.data.checkers import Checker
 
 log = logging.getLogger(__name__)
 COLUMNS = ("question_id", "question", "answer", "trace", "source", "mode")
 REQUIRED = ("question_id", "question", "answer", "trace", "source")
+NON_EMPTY = ("question_id", "question", "answer", "source")  # an empty trace is dropped and counted instead
 
 
 class TraceDataError(ValueError):
@@ -37,26 +42,6 @@ class QuestionTraces:
     traces: tuple[str, ...]
     sources: tuple[str, ...]
     modes: tuple[str | None, ...]
-
-
-def synthetic_rows(task: Task, problems: list[Problem], strategies: list[str] | None = None) -> list[dict]:
-    """One row per (problem, strategy), every trace rendered by the task's program."""
-    strategies = strategies or list(task.strategies)
-    unknown = [s for s in strategies if s not in task.strategies]
-    if unknown:
-        raise ValueError(f"traces.strategies: {unknown} are not strategies of task {task.name!r}; "
-                         f"choose from {list(task.strategies)}")
-    return [{"question_id": p.question_id, "question": p.question, "answer": p.answer,
-             "trace": task.render(p, s), "source": s, "mode": s} for p in problems for s in strategies]
-
-
-def synthetic_splits(task: Task, n_train: int, n_eval: int, seed: int,
-                     strategies: list[str] | None = None) -> dict[str, list[dict]]:
-    """Train and eval rows; eval questions are drawn first and excluded from training."""
-    eval_problems = task.problems(n_eval, seed=seed * 1000 + 1)
-    train_problems = task.problems(n_train, seed=seed * 1000 + 2, exclude={p.question_id for p in eval_problems})
-    return {"train": synthetic_rows(task, train_problems, strategies),
-            "eval": synthetic_rows(task, eval_problems, strategies)}
 
 
 def write(rows: list[dict], path: Path) -> None:
@@ -86,52 +71,82 @@ def read_rows(path: Path) -> list[dict]:
     return table.to_pylist()
 
 
-def validate(rows: list[dict], path: Path | str, num_tags: int) -> tuple[list[QuestionTraces], dict]:
-    """Group rows per question and check them; returns the questions and a report of what was dropped."""
+def validate(rows: list[dict], path: Path | str, num_tags: int,
+             checker: Checker | None = None) -> tuple[list[QuestionTraces], dict]:
+    """Group rows per question and check them; returns the questions and what was kept and dropped, per
+    source. ``checker`` judges each trace's answer (None or ``none``: answers are not checked)."""
     errors: list[str] = []
     by_q: dict[str, list[tuple[int, dict]]] = defaultdict(list)
     for i, r in enumerate(rows):
-        for f in REQUIRED:
+        for f in NON_EMPTY:
             if r.get(f) is None or str(r[f]).strip() == "":
                 errors.append(f"{path}: row {i}, field '{f}': empty; every trace row needs a non-empty {f}")
+        if r.get("trace") is not None and not isinstance(r["trace"], str):
+            errors.append(f"{path}: row {i}, field 'trace': {type(r['trace']).__name__}, not text")
         by_q[str(r.get("question_id"))].append((i, r))
-    report = {"rows": len(rows), "dropped_wrong_answer": 0, "dropped_questions": 0}
-    questions = []
+    counts: dict[str, Counter] = defaultdict(Counter)  # source -> kept / empty / wrong_answer / lone
+    questions, dropped = [], 0
     for qid, items in by_q.items():
         first = items[0][1]
-        seen: set[str] = set()
         for i, r in items:
             if (r.get("question"), str(r.get("answer"))) != (first.get("question"), str(first.get("answer"))):
                 errors.append(f"{path}: row {i}, question_id {qid!r}: question/answer differ from row {items[0][0]}; "
                               "one id must mean one question (give the other question its own id)")
-            if r.get("source") in seen:
-                errors.append(f"{path}: row {i}, question_id {qid!r}: duplicate source {r.get('source')!r}; "
-                              "each (question_id, source) pair may appear once")
-            seen.add(r.get("source"))
-        if len(items) < 2 or len(items) > num_tags:
-            errors.append(f"{path}: question_id {qid!r} has {len(items)} traces; SSFT needs 2..N with "
-                          f"ssft.num_tags N={num_tags} (raise ssft.num_tags or drop traces)")
+        good = [r for _, r in items if _keep(r, checker, counts)]
+        if len(good) > num_tags:
+            errors.append(f"{path}: question_id {qid!r} has {len(good)} traces; SSFT needs at most N with "
+                          f"ssft.num_tags N={num_tags} (raise ssft.num_tags or keep fewer traces per question)")
         if errors:
             continue
-        good = [r for _, r in items if extract_answer(str(r["trace"])) == str(r["answer"]).strip()]
-        report["dropped_wrong_answer"] += len(items) - len(good)
         if len(good) < 2:
-            report["dropped_questions"] += 1
+            dropped += 1
+            for r in good:
+                counts[str(r["source"])]["kept"] -= 1
+                counts[str(r["source"])]["lone"] += 1
             continue
         questions.append(QuestionTraces(qid, first["question"], str(first["answer"]).strip(),
-                                        tuple(r["trace"] for r in good), tuple(r["source"] for r in good),
+                                        tuple(r["trace"] for r in good), tuple(str(r["source"]) for r in good),
                                         tuple(r.get("mode") for r in good)))
     if errors:
         shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
         raise TraceDataError(f"{len(errors)} problem(s) in the trace data:\n  - " + "\n  - ".join(shown))
-    if report["dropped_wrong_answer"] or report["dropped_questions"]:
-        log.warning("%s: dropped %d trace(s) whose answer fails the checker and %d question(s) left with < 2 "
-                    "traces", path, report["dropped_wrong_answer"], report["dropped_questions"])
-    report["questions"] = len(questions)
-    report["traces"] = sum(len(q.traces) for q in questions)
+    per_source = {s: {k: c[k] for k in ("kept", "empty", "wrong_answer", "lone")} for s, c in sorted(counts.items())}
+    report = {"rows": len(rows), "questions": len(questions), "traces": sum(len(q.traces) for q in questions),
+              "dropped_questions": dropped, "dropped_empty": sum(c["empty"] for c in per_source.values()),
+              "dropped_wrong_answer": sum(c["wrong_answer"] for c in per_source.values()), "per_source": per_source}
+    if dropped or report["dropped_empty"] or report["dropped_wrong_answer"]:
+        log.warning("%s: dropped %d empty trace(s), %d whose answer fails the checker, and %d question(s) left "
+                    "with < 2 traces; per source (kept/empty/wrong/lone): %s", path, report["dropped_empty"],
+                    report["dropped_wrong_answer"], dropped,
+                    {s: "/".join(str(v) for v in c.values()) for s, c in per_source.items()})
     return questions, report
 
 
+def _keep(row: dict, checker: Checker | None, counts: dict[str, Counter]) -> bool:
+    """Whether a trace is kept; counts why not, per source."""
+    source, text = str(row["source"]), row.get("trace")
+    if not isinstance(text, str) or not text.strip():
+        counts[source]["empty"] += 1
+        return False
+    if checker is not None and checker.name != "none" and not checker.correct(text, str(row["answer"])):
+        counts[source]["wrong_answer"] += 1
+        return False
+    counts[source]["kept"] += 1
+    return True
+
+
+def load_questions(path: Path) -> list[QuestionTraces]:
+    """The distinct questions of a split, in file order, with whatever traces they have (evaluation needs the
+    questions and answers only; generated data has no traces for held-out questions)."""
+    by_q: dict[str, list[dict]] = defaultdict(list)
+    for r in read_rows(path):
+        by_q[str(r["question_id"])].append(r)
+    return [QuestionTraces(qid, rs[0]["question"], str(rs[0]["answer"]).strip(),
+                           tuple(r["trace"] for r in rs if r.get("trace")),
+                           tuple(str(r["source"]) for r in rs if r.get("trace")),
+                           tuple(r.get("mode") for r in rs if r.get("trace"))) for qid, rs in by_q.items()]
+
+
 def load(path: Path, num_tags: int) -> tuple[list[QuestionTraces], dict]:
-    """Read and validate one split."""
+    """Read and validate one split written by the traces stage (its answers were checked there)."""
     return validate(read_rows(path), path, num_tags)

@@ -4,7 +4,9 @@ Two generation sets per eval question, both batched across questions:
     greedy   one generation per tag (the untagged ``sft`` model: one, from its single prompt)
     sampled  ``eval.samples`` at ``eval.temperature``, split evenly over the tags
 Metrics (see ``ssft.eval.metrics``) come from the sampled set, and again from the greedy set with suffix
-``_greedy``. ``details.jsonl`` holds one line per generation, so every figure can be recomputed.
+``_greedy``. A :class:`Judge` scores generations: the synthetic task itself, or ``data.checker`` plus a
+teacher classifier for imported and generated data. ``details.jsonl`` holds one line per generation, so
+every figure can be recomputed.
 Run: ``ssft evaluate --method ssft``.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,8 +24,10 @@ import torch
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import Config
 from ssft.data import traces
+from ssft.data.checkers import get_checker
 from ssft.data.tasks import extract_answer, get_task
 from ssft.data.tasks.base import problem_from
+from ssft.data.traces import QuestionTraces
 from ssft.eval import metrics
 from ssft.eval.sampling import generate
 from ssft.train import models
@@ -31,24 +37,63 @@ from ssft.train.trainer import STATS_FILE
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Judge:
+    """How a generation is scored: the answer its vote counts, whether it is right, and the mode it follows.
+
+    Synthetic tasks know their strategies (the task parses a trace's structure). Imported or generated data
+    knows only who wrote each training trace: a teacher classifier (``ssft.eval.classify``) trained on the
+    training traces labels every generation, and its held-out accuracy is reported beside the mode metrics."""
+
+    answer: Callable[[str], str | None]
+    correct: Callable[[QuestionTraces, str], bool]
+    modes: Callable[[list[tuple[QuestionTraces, str]]], list[str | None]]
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def synthetic_judge(cfg: Config) -> Judge:
+    task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
+    problem = lambda q: problem_from(q.question_id, q.question, q.answer)  # noqa: E731
+    return Judge(extract_answer, lambda q, text: task.check(problem(q), text),
+                 lambda pairs: [task.classify(problem(q), text) for q, text in pairs])
+
+
+def teacher_judge(cfg: Config, train_file: Path) -> Judge:
+    from ssft.eval.classify import fit_teacher_classifier
+
+    checker = get_checker(cfg.data.checker)
+    train = traces.read_rows(train_file)
+    clf = fit_teacher_classifier([r["trace"] for r in train], [r["source"] for r in train],
+                                 [r["question_id"] for r in train], cfg.seed)
+    log.info("teacher classifier: %d teachers, held-out accuracy %.3f", len(clf.labels), clf.heldout_accuracy)
+    return Judge(checker.extract, lambda q, text: checker.correct(text, q.answer),
+                 lambda pairs: clf.predict([text for _, text in pairs]),
+                 {"teacher_classifier_acc": clf.heldout_accuracy, "teachers": float(len(clf.labels))})
+
+
+def judge_for(cfg: Config, train_file: Path | None) -> Judge:
+    if cfg.data.source == "synthetic":
+        return synthetic_judge(cfg)
+    if train_file is None or not Path(train_file).exists():
+        raise FileNotFoundError(f"{train_file}: the training traces are needed to learn the teachers' styles; "
+                                "run `ssft traces` first (or pass --traces)")
+    return teacher_judge(cfg, Path(train_file))
+
+
 def _generations(cfg: Config, model, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
-                 greedy: bool) -> list[dict]:
+                 greedy: bool, judge: Judge) -> list[dict]:
     """Details rows of one generation set, in (question, tag, sample) order."""
     per_tag = 1 if greedy else cfg.eval.samples // len(tags)
     prompts = [prompt_ids(tokenizer, layout, q.question, t) for q in questions for t in tags]
     outs = generate(model, tokenizer, prompts, per_tag, None if greedy else cfg.eval.temperature,
                     cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
-    rows = []
-    for k, samples in enumerate(outs):
-        q, tag = questions[k // len(tags)], tags[k % len(tags)]
-        problem = problem_from(q.question_id, q.question, q.answer)
-        for s, smp in enumerate(samples):
-            rows.append({"question_id": q.question_id, "tag": tag, "sample": s,
-                         "temperature": 0.0 if greedy else cfg.eval.temperature, "text": smp.text,
-                         "answer": extract_answer(smp.text), "correct": task.check(problem, smp.text),
-                         "mode": task.classify(problem, smp.text), "length": smp.length})
-    return rows
+    keys = [(questions[k // len(tags)], tags[k % len(tags)], s, smp) for k, samples in enumerate(outs)
+            for s, smp in enumerate(samples)]
+    modes = judge.modes([(q, smp.text) for q, _, _, smp in keys])
+    return [{"question_id": q.question_id, "tag": tag, "sample": s,
+             "temperature": 0.0 if greedy else cfg.eval.temperature, "text": smp.text,
+             "answer": judge.answer(smp.text), "correct": judge.correct(q, smp.text), "mode": mode,
+             "length": smp.length} for (q, tag, s, smp), mode in zip(keys, modes)]
 
 
 def _as_generations(rows: list[dict], n_tags: int) -> list[metrics.Generation]:
@@ -72,23 +117,25 @@ def best_tag(model_dir: Path) -> int | None:
     return metrics.best_tag(tagged) if tagged else None
 
 
-def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path) -> dict:
-    """Evaluate one trained model on the held-out split; write ``out_dir`` atomically; return metrics."""
+def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train_file: Path | None = None) -> dict:
+    """Evaluate one trained model on the held-out split; write ``out_dir`` atomically; return metrics.
+    ``train_file``: the training traces (imported/generated data: what the teacher classifier learns from)."""
     t0 = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, meta = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
     model.to(device)
     layout = PromptLayout.from_meta(meta)  # tags.json: the exact tags and layout training used
     n = meta["num_tags"]
-    questions, _ = traces.load(eval_file, n)
+    questions = traces.load_questions(eval_file)
+    judge = judge_for(cfg, train_file)
     tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
     torch.manual_seed(cfg.seed)
-    greedy = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True)
-    sampled = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=False)
+    greedy = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True, judge=judge)
+    sampled = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=False, judge=judge)
     best = best_tag(model_dir) if tags[0] is not None else None
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),
-              "best_tag": best or 0}
+              "best_tag": best or 0, **judge.extra}
     tmp = temp_path(out_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))

@@ -233,6 +233,10 @@ def compute_metrics(
         if k != 1:  # pass@1 has its own (tag-1) definition above
             m[f"pass@{k}"] = pass_k(k)
 
+    # Distinct final answers among a round's N samples: how much the tags disagree (1 = all the same).
+    m["distinct_answers"] = _mean(
+        [_mean([len({g.answer for g in r} - {None}) for r in _chunks(o, n_tags)]) for o in ordered.values()]
+    )
     m["coverage"] = _mean(
         [_mean([len({g.mode for g in r} - {None}) for r in _chunks(o, n_tags)]) for o in ordered.values()]
     )

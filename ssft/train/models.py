@@ -45,7 +45,7 @@ def tiny_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_length,
+        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_length or 4096,
         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, attn_implementation=cfg.attn_implementation,
     )

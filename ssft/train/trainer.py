@@ -15,12 +15,14 @@ statistics inside checkpoints. Run: ``ssft train --method ssft``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 import time
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +63,7 @@ class Example:
 
 
 def tokenize(questions: Sequence[QuestionTraces], tokenizer: PreTrainedTokenizerBase, num_tags: int,
-             source_order: Sequence[str], max_length: int, layout: PromptLayout | None = None) -> list[Example]:
+             source_order: Sequence[str], layout: PromptLayout | None = None) -> list[Example]:
     """Tokenize every question once, with the prompt layout evaluation uses too (``models.prompt_layout``;
     None: the default ``model.tag_format``, checked to be single tokens of ``tokenizer``)."""
     if layout is None:
@@ -74,13 +76,37 @@ def tokenize(questions: Sequence[QuestionTraces], tokenizer: PreTrainedTokenizer
         prompts = tuple(tuple(prompt_ids(tokenizer, layout, q.question, t))
                         for t in [None, *range(1, num_tags + 1)])
         comps = tuple(tuple(completion_ids(tokenizer, tr)) for tr in q.traces)
-        longest = max(len(p) for p in prompts) + max(len(c) for c in comps)
-        if longest > max_length:
-            raise ValueError(f"question {q.question_id!r}: prompt + trace is {longest} tokens, over "
-                             f"model.max_length={max_length}; raise model.max_length or shorten the traces")
         out.append(Example(q.question_id, prompts, len(question_ids(tokenizer, layout, q.question)), comps,
                            q.sources, tuple(source_order.index(s) for s in q.sources)))
     return out
+
+
+def within_context(examples: list[Example], limit: int | None, setting: str) -> tuple[list[Example], dict]:
+    """Drop traces whose prompt + trace exceeds ``limit`` tokens (None: no limit), counted per source, and
+    questions left with fewer than 2; raise, saying what to set, when nothing is left."""
+    over: Counter = Counter()
+    kept, dropped, longest = [], 0, 0
+    for ex in examples:
+        prompt = max(map(len, ex.prompts))
+        longest = max(longest, prompt + max(map(len, ex.completions)))
+        keep = [j for j, c in enumerate(ex.completions) if limit is None or prompt + len(c) <= limit]
+        over.update(ex.sources[j] for j in range(len(ex.completions)) if j not in keep)
+        if len(keep) < 2:
+            dropped += 1
+            continue
+        kept.append(dataclasses.replace(ex, completions=tuple(ex.completions[j] for j in keep),
+                                        sources=tuple(ex.sources[j] for j in keep),
+                                        strategy=tuple(ex.strategy[j] for j in keep)))
+    report = {"limit": limit, "longest": longest, "over_context": dict(sorted(over.items())),
+              "dropped_questions": dropped}
+    if over:
+        log.warning("%d trace(s) over %s=%s tokens dropped (per source: %s), %d question(s) left with < 2 traces",
+                    sum(over.values()), setting, limit, report["over_context"], dropped)
+    if not kept:
+        raise ValueError(f"no question has 2 traces within {setting}={limit} tokens (the longest prompt + trace "
+                         f"is {longest}); set model.max_length: {longest} (within the model's context) or use "
+                         "shorter traces")
+    return kept, report
 
 
 class QuestionDataset(torch.utils.data.Dataset):
@@ -408,6 +434,8 @@ def source_order(cfg: Config, questions: Sequence[QuestionTraces]) -> list[str]:
     """Sources in a stable order: the task's strategy order where it applies, then the rest sorted.
     Position i is the tag ``fixed`` gives that source."""
     seen = sorted({s for q in questions for s in q.sources})
+    if cfg.data.source != "synthetic":
+        return seen
     order = list(get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options).strategies)
     return [s for s in order if s in seen] + [s for s in seen if s not in order]
 
@@ -417,20 +445,26 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
     """The train stage: data -> model -> train (resuming if possible) -> ``out`` written atomically."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    questions, report = traces.load(train_file, cfg.ssft.num_tags)
+    questions, _ = traces.load(train_file, cfg.ssft.num_tags)
     sources = source_order(cfg, questions)
     model, tokenizer = models.build(cfg.model, cfg.ssft.num_tags, cfg.seed)
     layout = models.prompt_layout(cfg.model, tokenizer, cfg.ssft.num_tags)
-    examples = tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, cfg.model.max_length, layout=layout)
+    examples = tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, layout=layout)
+    # model.max_length, else the checkpoint's context (a tiny model from config has no fixed one)
+    limit = cfg.model.max_length or (getattr(model.config, "max_position_embeddings", None) if cfg.model.checkpoint
+                                     else None)
+    examples, context = within_context(examples, limit, "model.max_length" if cfg.model.max_length else
+                                       "the checkpoint's max_position_embeddings")
     prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method, train_file))
-    log.info("train %s: %d questions, %d traces, %.2fM params", method, report["questions"], report["traces"],
-             sum(p.numel() for p in model.parameters()) / 1e6)
+    log.info("train %s: %d questions, %d traces, %.2fM params", method, len(examples),
+             sum(len(ex.completions) for ex in examples), sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.model.lora_rank:
         model = adapters.add_lora(model, cfg.model, tag_ids(tokenizer, layout.all_tags))
     model, state_dict, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
+    stats["context"] = context
     if is_main_process():
-        meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.task.name, "seed": cfg.seed,
-                "sources": sources}
+        meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.dataset_name, "seed": cfg.seed,
+                "sources": sources, "base": cfg.model.checkpoint or "tiny"}
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
                     extra={STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
     if distributed():

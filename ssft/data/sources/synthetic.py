@@ -1,0 +1,29 @@
+"""The synthetic source: a task's questions with one program-rendered trace per strategy (the default demo).
+
+Held-out questions are drawn first and excluded from training by question id.
+"""
+
+from __future__ import annotations
+
+from ssft.data.tasks import Task
+from ssft.data.tasks.base import Problem
+
+
+def synthetic_rows(task: Task, problems: list[Problem], strategies: list[str] | None = None) -> list[dict]:
+    """One row per (problem, strategy), every trace rendered by the task's program."""
+    strategies = strategies or list(task.strategies)
+    unknown = [s for s in strategies if s not in task.strategies]
+    if unknown:
+        raise ValueError(f"traces.strategies: {unknown} are not strategies of task {task.name!r}; "
+                         f"choose from {list(task.strategies)}")
+    return [{"question_id": p.question_id, "question": p.question, "answer": p.answer,
+             "trace": task.render(p, s), "source": s, "mode": s} for p in problems for s in strategies]
+
+
+def synthetic_splits(task: Task, n_train: int, n_eval: int, seed: int,
+                     strategies: list[str] | None = None) -> dict[str, list[dict]]:
+    """Train and eval rows; eval questions are drawn first and excluded from training."""
+    eval_problems = task.problems(n_eval, seed=seed * 1000 + 1)
+    train_problems = task.problems(n_train, seed=seed * 1000 + 2, exclude={p.question_id for p in eval_problems})
+    return {"train": synthetic_rows(task, train_problems, strategies),
+            "eval": synthetic_rows(task, eval_problems, strategies)}
