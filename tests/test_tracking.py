@@ -66,6 +66,7 @@ def test_registry_aliases_follow_cons_at_n(tracked: tuple[Path, str]) -> None:
     assert client.get_model_version_by_alias("ssft-test", "champion").version == 3
     mv = client.get_model_version_by_alias("ssft-test", "champion")
     assert mv.tags["cons_at_N"] == "0.6" and mv.run_id == seen[0]["run_id"]
+    assert (mv.tags["base_model"], mv.tags["checker"], mv.tags["data_source"]) == ("tiny", "int", "synthetic")
 
 
 def test_tracking_off_writes_no_store(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import mlflow
 
-from ssft.tracking.runs import PIP_REQUIREMENTS, Tracker, metric_name, registered_name
+from ssft.tracking.runs import PIP_REQUIREMENTS, Tracker, dvc_data_hash, metric_name, registered_name
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float]) -> di
     cons = float(metrics["cons@N"])
     tracker.client.set_model_version_tag(name, str(version), metric_name("cons@N"), str(cons))
     tracker.client.set_model_version_tag(name, str(version), "run_id", rid)
+    lineage = {"base_model": tracker.cfg.model.checkpoint or "tiny", "data_source": tracker.cfg.data.source,
+               "dvc_data_md5": dvc_data_hash(tracker.root), "checker": tracker.cfg.data.checker,
+               "dataset": tracker.cfg.dataset_name}
+    for key, value in lineage.items():  # what the version was trained from, readable in the registry UI
+        tracker.client.set_model_version_tag(name, str(version), key, value)
     tracker.client.set_registered_model_alias(name, "candidate", str(version))
     try:
         champ = tracker.client.get_model_version_by_alias(name, "champion")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,11 +50,16 @@ def tracking_uri(cfg: Config, root: Path) -> str:
 
 
 def experiment_name(cfg: Config) -> str:
-    return cfg.tracking.experiment or f"ssft-{cfg.task.name}"
+    return cfg.tracking.experiment or f"ssft-{_mlflow_safe(cfg.dataset_name)}"
 
 
 def registered_name(cfg: Config) -> str:
-    return cfg.tracking.model_name or f"ssft-{cfg.task.name}"
+    return cfg.tracking.model_name or f"ssft-{_mlflow_safe(cfg.dataset_name)}"
+
+
+def _mlflow_safe(name: str) -> str:
+    """Letters, digits and - _ . / only (what MLflow accepts in metric names; tidy in experiment names too)."""
+    return re.sub(r"[^A-Za-z0-9_./-]+", "-", name).strip("-") or "data"
 
 
 def model_sha(model_dir: Path) -> str:
@@ -139,7 +145,9 @@ class Tracker:
             return
         pipeline = os.environ.get(PIPELINE_ENV, "manual")
         tags = {"method": method, "pipeline_run_id": pipeline, "git_commit": git_commit(self.root),
-                "dvc_data_md5": dvc_data_hash(self.root), "task": self.cfg.task.name,
+                "dvc_data_md5": dvc_data_hash(self.root), "task": self.cfg.dataset_name,
+                "data_source": self.cfg.data.source, "checker": self.cfg.data.checker,
+                "base_model": self.cfg.model.checkpoint or "tiny",
                 "mlflow.runName": f"{method}-{pipeline[:8]}"}
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
@@ -150,6 +158,7 @@ class Tracker:
         self.client.log_param(rid, "method", method)
         self.client.log_param(rid, "world_size", world_size)
         self._log_dataset(rid, train_file, tags["dvc_data_md5"])
+        self._log_trace_stats(rid, Path(train_file).parent / "stats.json")
         tr = TrainingRun(self.client, rid)
         try:
             yield tr
@@ -166,6 +175,20 @@ class Tracker:
         dataset = mlflow.data.from_huggingface(ds, path=str(Path(path).resolve()), name="traces", digest=digest[:36])
         with mlflow.start_run(run_id=rid):
             mlflow.log_input(dataset, context="training")
+
+    def _log_trace_stats(self, rid: str, path: Path) -> None:
+        """What the traces stage kept and dropped, per source: the file, and metrics data/<count>/<source>."""
+        if not path.exists():
+            return
+        stats = json.loads(path.read_text())
+        self.client.log_dict(rid, stats, "data/stats.json")
+        per = stats.get("train", {}).get("per_source", {})
+        metrics = [mlflow.entities.Metric(f"data/{what}/{_mlflow_safe(source)}", float(n), 0, 0)
+                   for source, counts in per.items() for what, n in counts.items()]
+        metrics += [mlflow.entities.Metric(f"data/{k}", float(stats["train"][k]), 0, 0)
+                    for k in ("questions", "traces", "dropped_questions") if k in stats.get("train", {})]
+        for i in range(0, len(metrics), 900):
+            self.client.log_batch(rid, metrics=metrics[i:i + 900])
 
     def attach(self, method: str, model_dir: Path) -> str | None:
         """The run that trained the model in ``model_dir`` (a new run if none is known, e.g. a copied model)."""
