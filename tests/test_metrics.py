@@ -39,6 +39,7 @@ FOUR_TAGS_EXPECTED = {
     "pass@1": 0.75, "pass@1_best_tag": 0.5, "mean_acc": 0.5,
     "cons@N": 0.5, "cons@N_ties": 0.25, "pass@N": 1 - 1 / 70,  # 1 - C(4,4)/C(8,4) in both questions
     "coverage": 4.0, "purity": 1.0, "nmi": 1.0, "blended": 0.0,
+    "distinct_answers": 2.25,  # q1 rounds {4,5} {4,5}; q2 rounds {7,8,9} {7,8}
     "acc_tag1": 0.75, "acc_tag2": 0.25, "acc_tag3": 0.5, "acc_tag4": 0.5,
     "len_tag1": 10.5, "len_tag2": 20.5, "len_tag3": 30.5, "len_tag4": 40.5,
     "n_questions": 2.0, "n_generations": 16.0,
@@ -157,7 +158,7 @@ def test_untagged():
         "pass@1": 0.6, "pass@1_best_tag": 0.6, "mean_acc": 0.6,
         "cons@N": 0.5, "cons@N_ties": 0.5, "pass@N": 1 - 1 / 10,  # 1 - C(2,2)/C(5,2)
         "cons@4": 1.0, "cons@4_ties": 0.0, "pass@4": 1.0,
-        "coverage": 1.5, "purity": 0.6, "nmi": 0.0, "blended": 0.2,
+        "coverage": 1.5, "purity": 0.6, "nmi": 0.0, "blended": 0.2, "distinct_answers": 1.5,  # {1,2} {1}
         "n_questions": 1.0, "n_generations": 5.0,
     }  # fmt: skip
     assert_metrics(compute_metrics(gens, n_tags=2, ks=(2, 4, 8), best=None), expected)
