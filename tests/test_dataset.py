@@ -109,3 +109,24 @@ def test_every_answer_failing_the_checker_is_one_clear_error(tmp_path: Path) -> 
     with pytest.raises(traces.TraceDataError, match=r"no training question kept 2 or more traces.*data.checker='int'"):
         dataset.build(_cfg(path, **{"data.checker": "int"}), tmp_path / "out")
     assert not (tmp_path / "out").exists(), "nothing is written when the stage fails"
+
+
+def test_generate_source_asks_teachers_for_training_questions_only(tmp_path: Path) -> None:
+    """data.source generate: two hf teachers answer the training questions (never the held-out ones); their
+    traces are checked and counted per teacher like imported ones."""
+    from conftest import chat_checkpoint
+
+    rows = s1k_rows(N_QUESTIONS)
+    ckpt = chat_checkpoint(tmp_path / "teacher", [t["text"] for r in rows for t in r["traces"]])
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"question": r["question"], "answer": r["answer"]}) + "\n"
+                                              for r in rows))
+    teachers = [{"name": name, "backend": "hf", "model": str(ckpt), "max_tokens": 6, "temperature": t}
+                for name, t in (("warm", 1.0), ("hot", 1.5))]
+    stats, train, evals = _built(tmp_path, tmp_path / "q.jsonl", **{
+        "data.source": "generate", "data.checker": "none", "data.teachers": teachers,
+        "data.cache": str(tmp_path / "cache")})
+    eval_q = {r["question"] for r in evals}
+    assert eval_q and not eval_q & {r["question"] for r in train}
+    cached = [json.loads(x) for f in (tmp_path / "cache").glob("*.jsonl") for x in f.read_text().splitlines()]
+    assert len(cached) == 2 * (N_QUESTIONS - len(eval_q)), "one trace per teacher per training question, no more"
+    assert set(stats["train"]["per_source"]) == {"warm", "hot"} and stats["source"] == "generate"

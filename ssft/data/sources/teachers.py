@@ -1,0 +1,369 @@
+"""Trace generation from teacher models, for ``data.source: generate``.
+
+The ``traces`` stage (``ssft traces``, run by ``dvc repro`` or the Prefect flow) calls :func:`generate` with the
+questions and ``data.teachers``; every teacher answers every question ``n`` times. Two backends:
+
+- ``hf``: a local checkpoint run with transformers: batched, left-padded, sampled at the teacher's
+  temperature/top_p/max_tokens, ``n`` samples per question through ``num_return_sequences``, stopping at
+  every eos id of the checkpoint's ``generation_config``; torch is seeded from ``seed``.
+- ``openai``: the chat-completions protocol, spoken to any compatible server (vLLM, SGLang, a hosted API) by
+  the official ``openai`` client with its own retries and exponential back-off; ``concurrency`` requests in
+  flight; one request per question asks ``n=<missing samples>`` choices (one request per sample when the
+  server returns fewer). The API key is read from the environment variable NAMED by ``api_key_env`` and is
+  never logged, cached or returned.
+
+Every finished trace is appended to a JSONL cache the moment it arrives (one line, written and fsynced): one
+file per teacher, named by a short hash of the settings that change outputs. A run killed at any point, even
+with SIGKILL, restarts without repeating or losing a finished trace: the cache is read back, a truncated last
+line is cut off, and only the missing (question, sample) pairs are requested, so ``n`` may also grow between
+runs. Progress goes to the ``ssft.data.sources.teachers`` logger every ``progress_every_s`` and at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from ssft.config import BACKENDS, TeacherConfig
+
+log = logging.getLogger(__name__)
+
+# The settings that change what a teacher writes: a change starts a new cache file. n, concurrency, timeouts,
+# retries and batch size only change how many traces are asked for or how fast they come.
+OUTPUT_SETTINGS = ("backend", "model", "base_url", "temperature", "top_p", "max_tokens")
+Work = list[tuple[dict, list[int]]]                       # (question, sample indices still missing)
+Sink = Callable[[str, list[int], list[str], list[int]], None]  # (question_id, samples, traces, token counts)
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+def _check_questions(questions: Sequence[dict]) -> None:
+    seen: set[str] = set()
+    for k, q in enumerate(questions):
+        missing = [f for f in ("question_id", "question", "answer") if f not in q]
+        if missing:
+            raise ValueError(f"questions[{k}]: missing field(s) {missing}; every question needs question_id, "
+                             "question and answer")
+        qid = str(q["question_id"])
+        if qid in seen:
+            raise ValueError(f"questions[{k}]: question_id {qid!r} appears twice; give every question its own id "
+                             "(the cache is keyed by it)")
+        seen.add(qid)
+
+
+def _check_teachers(teachers: Sequence[TeacherConfig]) -> None:
+    names: set[str] = set()
+    for k, t in enumerate(teachers):
+        if t.backend not in BACKENDS:
+            raise ValueError(f"data.teachers[{k}].backend: {t.backend!r} is invalid; use one of {', '.join(BACKENDS)}")
+        if t.name in names:
+            raise ValueError(f"data.teachers[{k}].name: {t.name!r} is used twice; give every teacher its own name "
+                             "(it is the traces' source)")
+        names.add(t.name)
+
+
+def api_key(teacher: TeacherConfig, where: str = "teacher") -> str:
+    """The key for an ``openai`` teacher: the value of the variable NAMED by ``api_key_env`` ("EMPTY" when
+    None, what vLLM and SGLang accept). The error names the variable, never a value."""
+    name = teacher.api_key_env
+    if name is None:
+        return "EMPTY"
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"{where}.api_key_env: environment variable {name} is not set (or empty); export "
+                         f"{name}=<key>, or set api_key_env: null for a server that needs no key")
+    return value
+
+
+# -- the cache --------------------------------------------------------------------------------------------
+def settings_hash(teacher: TeacherConfig) -> str:
+    """Short hash of :data:`OUTPUT_SETTINGS`: traces cached under other settings are never reused."""
+    settings = {k: getattr(teacher, k) for k in OUTPUT_SETTINGS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def cache_path(cache_dir: Path, teacher: TeacherConfig) -> Path:
+    """``<cache_dir>/<teacher name>-<settings hash>.jsonl`` (the name made safe for a file name)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", teacher.name) or "teacher"
+    return Path(cache_dir) / f"{safe}-{settings_hash(teacher)}.jsonl"
+
+
+def read_cache(path: Path) -> dict[tuple[str, int], str]:
+    """Finished traces by (question_id, sample). A last line without its newline is what a kill mid-write
+    leaves: it is cut off the file (so appends start on a clean line) and its trace is generated again."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s: cut off a truncated last line (%d bytes) left by an interrupted run; that trace is "
+                    "generated again", path, len(data) - end)
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
+    done: dict[tuple[str, int], str] = {}
+    for lineno, line in enumerate(data[:end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key, trace = (str(rec["question_id"]), int(rec["sample"])), rec["trace"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{lineno}: not a cache line ({type(e).__name__}: {e}); delete that line, or "
+                             "the file to generate this teacher's traces again") from None
+        done.setdefault(key, trace)  # the first finished copy wins, as the rows returned before did
+    return done
+
+
+class CacheWriter:
+    """Appends finished traces to the cache: one line per trace, one ``os.write`` per line (a kill leaves at
+    most one partial line, at the end) and an fsync per arriving batch. Thread-safe: it is the backends' sink."""
+
+    def __init__(self, path: Path, done: dict[tuple[str, int], str], progress: Progress) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.done, self.progress, self.lock = done, progress, threading.Lock()
+
+    def __call__(self, question_id: str, samples: list[int], texts: list[str], tokens: list[int]) -> None:
+        with self.lock:
+            for s, text, n_tok in zip(samples, texts, tokens, strict=True):
+                line = json.dumps({"question_id": question_id, "sample": s, "trace": text, "tokens": n_tok},
+                                  ensure_ascii=False) + "\n"
+                _write_all(self.fd, line.encode())
+                self.done[(question_id, s)] = text
+            os.fsync(self.fd)
+            self.progress.add(len(samples), sum(tokens), sum(1 for t in texts if not t))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+# -- progress ---------------------------------------------------------------------------------------------
+class Progress:
+    """One log line per ``every_s`` (from a timer thread, so a long batch still reports) and one at the end:
+    done/total traces, traces/s and generated tokens/s of this run, ETA."""
+
+    def __init__(self, name: str, total: int, cached: int, every_s: float) -> None:
+        self.name, self.total, self.cached, self.every_s = name, total, cached, every_s
+        self.new = self.tokens = self.empty = 0
+        self.start = time.monotonic()
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._tick, name=f"progress-{name}", daemon=True)
+
+    def __enter__(self) -> Progress:
+        if self.every_s > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        log.info("%s%s", "finished " if exc[0] is None else "stopped ", self.line())
+
+    def add(self, traces: int, tokens: int, empty: int) -> None:
+        with self.lock:
+            self.new, self.tokens, self.empty = self.new + traces, self.tokens + tokens, self.empty + empty
+
+    def line(self) -> str:
+        with self.lock:
+            new, tokens, empty = self.new, self.tokens, self.empty
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate, left = new / elapsed, self.total - self.cached - new
+        eta = "0:00:00" if left <= 0 else "?" if rate == 0 else _clock(left / rate)
+        return (f"teacher {self.name}: {self.cached + new}/{self.total} traces ({self.cached} cached, {empty} empty), "
+                f"{rate:.2f} traces/s, {tokens / elapsed:.1f} tokens/s, {elapsed:.1f} s, ETA {eta}")
+
+    def _tick(self) -> None:
+        while not self.stop.wait(self.every_s):
+            log.info("%s", self.line())
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# -- backend: an OpenAI-compatible server -----------------------------------------------------------------
+def _run_openai(teacher: TeacherConfig, key: str, work: Work, sink: Sink) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=teacher.base_url, api_key=key, timeout=teacher.timeout_s, max_retries=teacher.max_retries)
+    one_per_request = threading.Event()  # set once the server has returned fewer choices than asked
+
+    def answer(question: dict, samples: list[int]) -> None:
+        qid, left = str(question["question_id"]), list(samples)
+        while left:
+            ask = 1 if one_per_request.is_set() else len(left)
+            try:
+                resp = client.chat.completions.create(
+                    model=teacher.model, messages=[{"role": "user", "content": question["question"]}], n=ask,
+                    temperature=teacher.temperature, top_p=teacher.top_p, max_tokens=teacher.max_tokens)
+            except Exception as e:  # the client has already retried with back-off
+                raise RuntimeError(f"teacher {teacher.name}: question {qid!r}: the request to {teacher.base_url} "
+                                   f"failed after {teacher.max_retries} retries: {type(e).__name__}: {e}") from e
+            choices = sorted(resp.choices, key=lambda c: c.index)[:ask]
+            if not choices:
+                raise RuntimeError(f"teacher {teacher.name}: question {qid!r}: {teacher.base_url} returned no "
+                                   "choices; check that it serves model " + repr(teacher.model))
+            if len(choices) < ask and not one_per_request.is_set():
+                one_per_request.set()
+                log.warning("teacher %s: the server returned %d of %d choices; asking one sample per request from "
+                            "now on", teacher.name, len(choices), ask)
+            done = (resp.usage.completion_tokens or 0) if resp.usage else 0  # some servers send no usage
+            tokens = [done // len(choices) + (k < done % len(choices)) for k in range(len(choices))]
+            sink(qid, left[:len(choices)], [c.message.content or "" for c in choices], tokens)
+            left = left[len(choices):]
+
+    pool = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix=f"teacher-{teacher.name}")
+    try:
+        futures = [pool.submit(answer, q, samples) for q, samples in work]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:  # in question order, so the error names the first failed question
+            if f in finished and f.exception() is not None:
+                f.result()  # a failure (or Ctrl-C) ends the teacher ...
+    finally:
+        # ... queued questions never start; requests in flight finish and their traces are cached.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# -- backend: a local checkpoint with transformers --------------------------------------------------------
+def load_hf(path: str) -> tuple[Any, Any, list[int]]:
+    """(model, tokenizer, stop ids) of a local checkpoint. ``tokenizer.json`` is read with
+    PreTrainedTokenizerFast: AutoTokenizer rebuilds e.g. a qwen2 checkpoint's pre-tokenizer, changing ids."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+    if not Path(path, "config.json").exists():
+        raise ValueError(f"teacher model {path!r}: not a local checkpoint directory (no config.json); set an hf "
+                         "teacher's model to a directory written by save_pretrained")
+    if Path(path, "tokenizer.json").exists():
+        tok = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    else:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    cuda = torch.cuda.is_available()
+    # GPU: the checkpoint's own dtype; CPU: float32, as bf16 matmuls are slow there.
+    dtype = {} if cuda else {"dtype": torch.float32}
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **dtype)
+    model.to("cuda" if cuda else "cpu").eval()
+    gen = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = [tok.eos_token_id, *(gen if isinstance(gen, (list, tuple)) else [gen])]
+    return model, tok, list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def _hf_prompt(tok: Any, question: str) -> list[int]:
+    if tok.chat_template:
+        text = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                       tokenize=False)
+        return tok(text, add_special_tokens=False)["input_ids"]  # the template already holds any bos text
+    return tok(question)["input_ids"]
+
+
+def _hf_decode(tok: Any, ids: list[int], stops: Sequence[int]) -> tuple[str, int]:
+    """(text, generated tokens): cut at the first stop id, which counts as generated but is not text."""
+    end = next((k for k, i in enumerate(ids) if i in stops), None)
+    n_tokens = len(ids) if end is None else end + 1
+    return tok.decode(ids[:end], skip_special_tokens=True), n_tokens
+
+
+def _hf_batch(model: Any, tok: Any, stops: list[int], prompts: list[list[int]], n: int,
+              teacher: TeacherConfig) -> list[list[tuple[str, int]]]:
+    """``n`` samples for each prompt of one left-padded batch."""
+    import torch
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for k, p in enumerate(prompts):
+        ids[k, width - len(p):], mask[k, width - len(p):] = torch.tensor(p), 1
+    greedy = teacher.temperature == 0  # n greedy samples are n copies of one
+    kwargs = {"do_sample": False} if greedy else {"do_sample": True, "temperature": teacher.temperature,
+                                                  "top_p": teacher.top_p, "top_k": 0}
+    with torch.no_grad():
+        seqs = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                              max_new_tokens=teacher.max_tokens, num_return_sequences=1 if greedy else n,
+                              pad_token_id=pad, eos_token_id=stops, **kwargs)
+    out = [_hf_decode(tok, row, stops) for row in seqs[:, width:].tolist()]
+    if greedy:
+        return [[o] * n for o in out]
+    return [out[k * n:(k + 1) * n] for k in range(len(prompts))]
+
+
+def _run_hf(teacher: TeacherConfig, work: Work, sink: Sink, seed: int) -> None:
+    import torch
+
+    model, tok, stops = load_hf(teacher.model)
+    if not tok.chat_template:
+        log.info("teacher %s: %s has no chat template; prompting with the plain question text", teacher.name,
+                 teacher.model)
+    torch.manual_seed(seed)
+    # num_return_sequences is one number per generate() call: batch questions missing the same count.
+    by_missing: dict[int, Work] = defaultdict(list)
+    for question, samples in work:
+        by_missing[len(samples)].append((question, samples))
+    for n, items in sorted(by_missing.items()):
+        for start in range(0, len(items), teacher.batch_size):
+            chunk = items[start:start + teacher.batch_size]
+            outs = _hf_batch(model, tok, stops, [_hf_prompt(tok, q["question"]) for q, _ in chunk], n, teacher)
+            for (question, samples), out in zip(chunk, outs, strict=True):
+                sink(str(question["question_id"]), samples, [t for t, _ in out], [k for _, k in out])
+
+
+# -- the stage's entry point ------------------------------------------------------------------------------
+def _run_teacher(teacher: TeacherConfig, key: str | None, questions: Sequence[dict], cache_dir: Path, seed: int,
+                 progress_every_s: float) -> dict[tuple[str, int], str]:
+    path = cache_path(cache_dir, teacher)
+    done = read_cache(path)
+    work = [(q, missing) for q in questions
+            if (missing := [s for s in range(teacher.n) if (str(q["question_id"]), s) not in done])]
+    total = len(questions) * teacher.n
+    todo = sum(len(s) for _, s in work)
+    log.info("teacher %s (%s %s): %d/%d traces cached in %s, %d to generate", teacher.name, teacher.backend,
+             teacher.model, total - todo, total, path, todo)
+    if not work:
+        return done
+    with Progress(teacher.name, total, total - todo, progress_every_s) as progress:
+        sink = CacheWriter(path, done, progress)
+        try:
+            if teacher.backend == "hf":
+                _run_hf(teacher, work, sink, seed)
+            else:
+                _run_openai(teacher, key or "EMPTY", work, sink)
+        finally:
+            sink.close()
+    return done
+
+
+def generate(questions: Sequence[dict], teachers: Sequence[TeacherConfig], cache_dir: Path, seed: int,
+             progress_every_s: float = 10.0) -> list[dict]:
+    """questions: dicts with question_id, question, answer. Returns one row per finished (question, teacher,
+    sample): {"question_id", "question", "answer", "trace", "source": teacher.name, "mode": None}, in
+    (question, teacher, sample) order. Empty traces are kept (the traces stage drops and counts them).
+
+    Teachers run one after another; finished traces are read from and appended to ``cache_dir``, so calling
+    it again after a kill generates only what is missing. Raises ValueError for bad input (before any work)."""
+    _check_questions(questions)
+    _check_teachers(teachers)
+    # Every key is looked up first, so a missing variable fails the run before any generation.
+    keys = {t.name: api_key(t, f"data.teachers[{k}]") for k, t in enumerate(teachers) if t.backend == "openai"}
+    done = {t.name: _run_teacher(t, keys.get(t.name), questions, Path(cache_dir), seed, progress_every_s)
+            for t in teachers}
+    return [{"question_id": q["question_id"], "question": q["question"], "answer": q["answer"],
+             "trace": done[t.name][(str(q["question_id"]), s)], "source": t.name, "mode": None}
+            for q in questions for t in teachers for s in range(t.n)
+            if (str(q["question_id"]), s) in done[t.name]]
