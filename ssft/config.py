@@ -148,9 +148,9 @@ class TrackingConfig:
     enabled: bool = _f(True, "log runs, curves, plots and models to MLflow (false = no MLflow at all)")
     uri: str | None = _f(None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else sqlite under <project>/mlruns")
     artifacts: str | None = _f(None, "artifact root of new experiments; null = <project>/mlruns/artifacts")
-    experiment: str | None = _f(None, "MLflow experiment; null = ssft-<task.name>")
+    experiment: str | None = _f(None, "MLflow experiment; null = ssft-<data name> (data.name, task or file stem)")
     register: bool = _f(True, "register the trained SSFT model in the MLflow registry with aliases")
-    model_name: str | None = _f(None, "registered model name; null = ssft-<task.name>")
+    model_name: str | None = _f(None, "registered model name; null = ssft-<data name>")
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,10 @@ class TrainingRun:
         self.client.log_dict(self.run_id, {k: v for k, v in stats.items() if k != "log_history"},
                              "train/train_stats.json")
         self.client.log_artifact(self.run_id, str(Path(model_dir) / "tags.json"), "train")
+        over = stats.get("context", {}).get("over_context", {})  # traces too long for the model, per source
+        if over:
+            self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(
+                f"data/over_context/{_mlflow_safe(source)}", float(n), 0, 0) for source, n in over.items()])
 
 
 class MlflowTrainingCallback(TrainerCallback):
