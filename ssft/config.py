@@ -24,6 +24,9 @@ def _f(default: Any, help: str) -> Any:
 
 
 SOURCES = ("synthetic", "import", "generate")
+# transformers' lr_scheduler_type values that need no extra arguments
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
 CHECKERS = ("int", "math", "exact", "none")
 BACKENDS = ("hf", "openai")
 
@@ -220,6 +223,7 @@ def _section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
 def _check(cfg: Config, errors: list[str]) -> None:
     m, s, t, e, d = cfg.model, cfg.ssft, cfg.train, cfg.eval, cfg.data
     rules = [
+        (cfg.seed >= 0, "seed", "use a seed >= 0"),
         (d.source in SOURCES, "data.source", f"use one of {', '.join(SOURCES)}"),
         (d.source == "synthetic" or bool(d.path), "data.path",
          f"data.source={d.source} needs a file: the traces (import) or the questions (generate)"),
@@ -246,10 +250,16 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (t.loss_kernel in ("auto", "torch", "liger"), "train.loss_kernel", "use auto, torch or liger"),
         (all(x in METHODS for x in t.methods), "train.methods", f"each must be one of {METHODS}"),
         (t.max_steps >= 1, "train.max_steps", "use >= 1"),
+        (t.save_steps >= 1, "train.save_steps", "use >= 1: a checkpoint is what a killed run resumes from"),
+        (t.logging_steps >= 1, "train.logging_steps", "use >= 1"),
+        (t.threads >= 0, "train.threads", "use 0 (torch's default) or a positive count"),
+        (t.scheduler in SCHEDULERS, "train.scheduler", f"use one of {', '.join(SCHEDULERS)}"),
+        (m.num_heads >= 1 and m.num_layers >= 1 and m.hidden_size >= 1 and m.intermediate_size >= 1,
+         "model.num_heads", "model sizes (hidden_size, num_layers, num_heads, intermediate_size) must be >= 1"),
         (t.questions_per_step >= 1, "train.questions_per_step", "use >= 1"),
         (t.grad_accum >= 1, "train.grad_accum", "use >= 1"),
         (t.lr > 0, "train.lr", "use > 0"),
-        (e.samples >= s.num_tags and e.samples % s.num_tags == 0, "eval.samples",
+        (e.samples >= s.num_tags and e.samples % max(s.num_tags, 1) == 0, "eval.samples",
          f"use a positive multiple of ssft.num_tags={s.num_tags} so samples split evenly over tags"),
         (e.temperature > 0, "eval.temperature", "use > 0 (greedy decoding is always run as well)"),
         (0 < e.top_p <= 1, "eval.top_p", "use 0 < top_p <= 1"),
@@ -258,8 +268,9 @@ def _check(cfg: Config, errors: list[str]) -> None:
     ]
     for ok, name, fix in rules:
         if not ok:
-            section, key = name.split(".")
-            errors.append(f"{name}: {getattr(getattr(cfg, section), key)!r} is invalid; {fix}")
+            value = getattr(cfg, name) if "." not in name else getattr(getattr(cfg, name.split(".")[0]),
+                                                                        name.split(".")[1])
+            errors.append(f"{name}: {value!r} is invalid; {fix}")
     for k, teacher in enumerate(d.teachers):
         _check_teacher(teacher, f"data.teachers[{k}]", errors)
 
@@ -302,14 +313,32 @@ def load(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = No
     """Read ``path`` (and apply dotted ``overrides`` such as ``{"train.max_steps": 10}``)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; run from the project root or pass --params") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if raw is None:  # an empty file would silently run on every default
+        raise ConfigError(f"{path}: empty; copy the project's params.yaml and change what you need")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     return from_dict(raw, str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice (YAML keeps the last one silently: a second ``train:`` section
+    would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (line {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def set_dotted(doc: dict, dotted: str, value: Any) -> None:

@@ -32,6 +32,16 @@ def test_every_field_has_help() -> None:
     ({"model": {"hidden_size": 30, "num_heads": 4}}, r"model.hidden_size.*divisible by model.num_heads"),
     ({"model": {"dtype": "fp8"}}, r"model.dtype"),
     ({"ssft": {"cost_tokens": -1}}, r"ssft.cost_tokens"),
+    ({"seed": -1}, r"seed: -1 is invalid; use a seed >= 0"),
+    ({"model": {"num_heads": 0}}, r"model.num_heads: 0 is invalid; model sizes"),
+    ({"ssft": {"num_tags": 0}}, r"ssft.num_tags: 0 is invalid"),
+    ({"train": {"threads": -1}}, r"train.threads: -1 is invalid"),
+    ({"train": {"save_steps": 0}}, r"train.save_steps: 0 is invalid; use >= 1: a checkpoint is what a killed run"),
+    ({"train": {"scheduler": "cosin"}}, r"train.scheduler: 'cosin' is invalid; use one of linear, cosine"),
+    ({"data": {"source": "import"}}, r"data.path: None is invalid; data.source=import needs a file"),
+    ({"data": {"source": "generate", "path": "q.jsonl", "teachers": [{"name": "a", "backend": "openai",
+                                                                      "model": "m"}]}},
+     r"data.teachers\[0\].base_url: None is invalid; openai needs the server"),
 ])
 def test_bad_values_name_the_field(raw: dict, match: str) -> None:
     with pytest.raises(config.ConfigError, match=match):
@@ -42,6 +52,19 @@ def test_all_problems_reported_at_once() -> None:
     with pytest.raises(config.ConfigError) as e:
         config.from_dict({"train": {"max_stepz": 1, "lr": "fast"}, "eval": {"tmp": 1}})
     assert "3 problem(s)" in str(e.value)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", r"empty; copy the project's params.yaml"),
+    ("# only a comment\n", r"empty"),
+    ("train:\n  lr: 0.1\nseed: 1\ntrain:\n  max_steps: 3\n", r"key 'train' appears twice \(line 4\); keep one"),
+    ("train:\n  lr: 0.1\n  lr: 0.2\n", r"key 'lr' appears twice"),
+])
+def test_files_that_would_silently_change_the_run_are_refused(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    with pytest.raises(config.ConfigError, match=match):
+        config.load(p)
 
 
 def test_overrides_and_missing_file(tmp_path: Path) -> None:

@@ -63,3 +63,17 @@ def test_report_puts_methods_side_by_side(evaluated: Path) -> None:
     assert json.loads((evaluated / "results" / "summary.json").read_text()).keys() == {"ssft", "sft"}
     with pytest.raises(FileNotFoundError, match="ssft evaluate --method random"):
         write_report(evaluated / "results", ["random"])
+
+
+def test_training_questions_are_never_evaluated(evaluated: Path) -> None:
+    """An eval file that overlaps the training traces (here: the train file itself) is refused, naming both."""
+    from conftest import tiny_cfg
+
+    data, model = evaluated / "data", evaluated / "models" / "ssft"
+    with pytest.raises(ValueError, match=r"train.parquet: 32 of 32 evaluation questions are also in .*train.parquet"):
+        evaluate(tiny_cfg(), model, data / "train.parquet", evaluated / "r2", data / "train.parquet")
+    (evaluated / "r3.tmp").mkdir()
+    (evaluated / "r3.tmp" / "stray.txt").write_text("from a killed run")
+    evaluate(tiny_cfg(**{"eval.samples": 4, "eval.ks": [4]}), model, data / "eval.parquet", evaluated / "r3",
+             data / "train.parquet")
+    assert sorted(p.name for p in (evaluated / "r3").iterdir()) == ["details.jsonl", "metrics.json"]

@@ -56,3 +56,23 @@ def test_train_stage_depends_on_exactly_what_training_reads() -> None:
     train_keys = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig) if f.name not in BOOKKEEPING}
     assert train_keys <= set(stage["params"]), train_keys - set(stage["params"])
     assert {"seed", "task", "model", "ssft"} <= set(stage["params"])
+
+
+def test_committed_dvc_lock_matches_the_code() -> None:
+    """dvc.lock records the code, params and data the committed demo outputs came from: editing any of them
+    without re-running the pipeline (`dvc repro`, then commit dvc.lock and results/) fails here. Outputs
+    missing from a fresh clone are fine."""
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    status = json.loads(run(["dvc", "status", "--json"], root) or "{}")
+    drift = {}
+    for stage, changes in status.items():
+        for change in changes:
+            if not isinstance(change, dict):  # e.g. "changed command", "always changed"
+                drift.setdefault(stage, []).append(change)
+                continue
+            deps = {p: s for p, s in change.get("changed deps", {}).items() if s != "deleted"}  # outputs not pulled
+            if deps or change.get("changed params") or change.get("changed command"):
+                drift[stage] = {"deps": deps, "params": change.get("changed params")}
+    assert not drift, f"dvc.lock is stale: run `dvc repro` and commit dvc.lock and results/: {drift}"

@@ -90,15 +90,48 @@ def test_kill_and_resume_gives_identical_weights_and_stats(tmp_path: Path, trace
         assert torch.equal(x, y), f"{name} differs after resume"
     assert resumed["epochs"] == straight["epochs"]
     assert resumed["tag_source_totals"] == straight["tag_source_totals"]
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"]), "train_loss covers the whole run"
+    again = _train(tmp_path / "b", trace_dir, **over)  # a finished run re-run (a retry, dvc repro -f)
+    assert again["steps"] == 8 and again["train_loss"] == pytest.approx(straight["train_loss"])
+    c, _, _ = models.load(tmp_path / "b" / "models" / "ssft")
+    assert all(torch.equal(x, y) for x, y in zip(b.parameters(), c.parameters())), "trained further"
 
 
-def test_last_complete_checkpoint_skips_partial_saves(tmp_path: Path) -> None:
-    for step, complete in [(4, True), (8, True), (12, False)]:
+def test_last_complete_checkpoint_skips_partial_saves(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for step, state in [(4, "{}"), (8, '{"global_step": 8}'), (12, None), (16, '{"global_step": 16, "log_h')]:
         (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert last_complete_checkpoint(tmp_path).name == "checkpoint-8"
+    assert "checkpoint-16: trainer_state.json is truncated" in caplog.text
     assert last_complete_checkpoint(tmp_path / "none") is None
+
+
+def test_checkpoints_of_another_configuration_are_moved_aside_until_the_run_finishes(tmp_path: Path,
+                                                                                     trace_dir: Path) -> None:
+    from ssft.cli import main
+
+    _train(tmp_path, trace_dir)
+    before = sorted(p.name for p in (tmp_path / "ckpt" / "ssft").iterdir())
+    params = tmp_path / "params.yaml"
+    import yaml
+    from conftest import TINY
+
+    params.write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    args = ["--params", str(params), "--set", "train.scheduler=cosin", "train", "--method", "ssft", "--traces",
+            str(trace_dir), "--models", str(tmp_path / "models"), "--checkpoints", str(tmp_path / "ckpt")]
+    assert main(args) == 2, "a mistyped value is refused"
+    assert sorted(p.name for p in (tmp_path / "ckpt" / "ssft").iterdir()) == before, "and nothing was touched"
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            assert (tmp_path / "ckpt" / "ssft.previous" / "checkpoint-8").exists(), "old run kept while training"
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, trace_dir, callbacks=(Stop(),), **{"train.lr": 0.001})
+    _train(tmp_path, trace_dir, **{"train.lr": 0.001})
+    assert not (tmp_path / "ckpt" / "ssft.previous").exists(), "removed once the new run finished"
 
 
 def _purity(totals: dict) -> float:

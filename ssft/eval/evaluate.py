@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,18 @@ def teacher_judge(cfg: Config, train_file: Path) -> Judge:
     return Judge(checker.extract, lambda q, text: checker.correct(text, q.answer),
                  lambda pairs: clf.predict([text for _, text in pairs]),
                  {"teacher_classifier_acc": clf.heldout_accuracy, "teachers": float(len(clf.labels))})
+
+
+def _check_held_out(questions: list[QuestionTraces], eval_file: Path, train_file: Path | None) -> None:
+    """Evaluation questions must never have been trained on (e.g. an eval file that is the train file)."""
+    if train_file is None or not Path(train_file).exists():
+        return
+    trained = {r["question_id"] for r in traces.read_rows(train_file)}
+    seen = [q.question_id for q in questions if q.question_id in trained]
+    if seen:
+        raise ValueError(f"{eval_file}: {len(seen)} of {len(questions)} evaluation questions are also in "
+                         f"{train_file} (e.g. {seen[0]!r}); rebuild the split with `ssft traces` or hold out "
+                         "another file (data.eval_path)")
 
 
 def judge_for(cfg: Config, train_file: Path | None) -> Judge:
@@ -127,6 +140,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     layout = PromptLayout.from_meta(meta)  # tags.json: the exact tags and layout training used
     n = meta["num_tags"]
     questions = traces.load_questions(eval_file)
+    _check_held_out(questions, eval_file, train_file)
     judge = judge_for(cfg, train_file)
     tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
     torch.manual_seed(cfg.seed)
@@ -137,7 +151,8 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),
               "best_tag": best or 0, **judge.extra}
     tmp = temp_path(out_dir)
-    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run or a full disk: never shipped with this one
+    tmp.mkdir(parents=True)
     (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     with open(tmp / "details.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in greedy + sampled)

@@ -323,6 +323,16 @@ class SSFTTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def whole_run_loss(log_history: list[dict], fallback: float) -> float:
+    """Mean training loss over every logged step of the run, resumed parts included (the Trainer's own
+    ``training_loss`` covers only the steps since the last resume, and is 0 when nothing was left to do)."""
+    logged, last, total = [h for h in log_history if "loss" in h and "step" in h], 0, 0.0
+    for h in logged:
+        total += h["loss"] * (h["step"] - last)
+        last = h["step"]
+    return total / last if last else fallback
+
+
 def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
     """What a checkpoint depends on (config, data, training code); with anything else changed, start over."""
     relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval", "tracking")}
@@ -345,8 +355,19 @@ def training_code_files() -> list[Path]:
 
 
 def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
-    """Newest ``checkpoint-*`` that finished writing (a kill mid-save leaves one without trainer_state)."""
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    """Newest ``checkpoint-*`` that finished writing: a kill mid-save leaves one without ``trainer_state.json``,
+    or with a truncated one; either is skipped with a warning naming it."""
+    def complete(p: Path) -> bool:
+        try:
+            json.loads((p / "trainer_state.json").read_text())
+            return True
+        except FileNotFoundError:
+            return False
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s: trainer_state.json is truncated (a kill while saving?); skipping this checkpoint", p)
+            return False
+
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and complete(p)]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
@@ -402,7 +423,7 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
     if stats.questions:
         stats.close_epoch(len(stats.history), trainer.state.global_step)
     out = {"method": method, "steps": trainer.state.global_step, "train_seconds": time.monotonic() - t0,
-           "train_loss": result.training_loss, "epochs": stats.history,
+           "train_loss": whole_run_loss(trainer.state.log_history, result.training_loss), "epochs": stats.history,
            "tag_source_totals": {str(k): v for k, v in sorted(stats.totals().items())},
            "log_history": trainer.state.log_history}
     # Under FSDP the weights are shards: gather the whole state dict (a collective: every rank calls it).
@@ -410,12 +431,19 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
     return trainer.accelerator.unwrap_model(trainer.model), state_dict, out
 
 
+def previous_dir(ckpt_dir: Path) -> Path:
+    return ckpt_dir.with_name(ckpt_dir.name + ".previous")
+
+
 def prepare_checkpoint_dir(ckpt_dir: Path, fp: str) -> None:
-    """Keep checkpoints only if they belong to this exact configuration and data."""
+    """Keep checkpoints only if they belong to this exact configuration and data. Those of another one are
+    moved aside to ``<dir>.previous`` (never deleted first), and removed once this run has finished."""
     marker = ckpt_dir / "fingerprint"
     if ckpt_dir.exists() and (not marker.exists() or marker.read_text() != fp):
-        log.info("%s holds checkpoints of another configuration; starting over", ckpt_dir)
-        shutil.rmtree(ckpt_dir)
+        log.info("%s holds checkpoints of another configuration; moved to %s until this run finishes",
+                 ckpt_dir, previous_dir(ckpt_dir))
+        shutil.rmtree(previous_dir(ckpt_dir), ignore_errors=True)
+        ckpt_dir.rename(previous_dir(ckpt_dir))
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     marker.write_text(fp)
 
@@ -455,6 +483,7 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
                                      else None)
     examples, context = within_context(examples, limit, "model.max_length" if cfg.model.max_length else
                                        "the checkpoint's max_position_embeddings")
+    training_args(cfg, ckpt_dir)  # every training setting is checked before a checkpoint is touched
     prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method, train_file))
     log.info("train %s: %d questions, %d traces, %.2fM params", method, len(examples),
              sum(len(ex.completions) for ex in examples), sum(p.numel() for p in model.parameters()) / 1e6)
@@ -467,6 +496,7 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
                 "sources": sources, "base": cfg.model.checkpoint or "tiny"}
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
                     extra={STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
+        shutil.rmtree(previous_dir(ckpt_dir), ignore_errors=True)  # this run is done: the old one can go
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()
