@@ -95,7 +95,8 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
         ws = copy_project(ROOT, SCRATCH / str(flow_run.get_id() or "local"))
         store = ROOT / "mlruns"
         store.mkdir(exist_ok=True)
-        params.setdefault("tracking.uri", os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store / 'mlflow.db'}")
+        if not os.environ.get("MLFLOW_TRACKING_URI"):  # else the stages inherit it: never copy a URI (it may
+            params.setdefault("tracking.uri", f"sqlite:///{store / 'mlflow.db'}")  # hold credentials) into params
         params.setdefault("tracking.artifacts", str(store / "artifacts"))
     elif workspace == "project":
         ws = ROOT

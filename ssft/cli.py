@@ -104,8 +104,8 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
         torch.set_num_threads(cfg.train.threads)
     model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
+    tracker = _tracker(cfg, args)  # first: a tracking server that is down fails in seconds, before any work
     evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet")
-    tracker = _tracker(cfg, args)
     if tracker is not None:
         tracker.log_eval(args.method, model_dir, out)
 

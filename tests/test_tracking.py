@@ -76,3 +76,26 @@ def test_tracking_off_writes_no_store(tmp_path: Path) -> None:
     assert main([*base, "register", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "reg.json")]) != 0 \
         or json.loads((tmp_path / "reg.json").read_text()) == {"registered": False}
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_tracking_server_that_is_down_fails_in_seconds_with_one_line(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens on the port (a stopped MLflow server): the stage stops before any work, in seconds."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://user:secret@127.0.0.1:{port}"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"uri": uri}}))
+    t0 = time.monotonic()
+    code = main(["--params", str(tmp_path / "params.yaml"), "traces", "--out", str(tmp_path / "d")])
+    assert code == 0, "the traces stage does not track"
+    args = ["--params", str(tmp_path / "params.yaml"), "train", "--method", "ssft", "--traces", str(tmp_path / "d"),
+            "--models", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "ck")]
+    t0 = time.monotonic()
+    assert main(args) == 2
+    assert time.monotonic() - t0 < 15
+    assert f"MLflow at http://***@127.0.0.1:{port} is not answering" in caplog.text and "secret" not in caplog.text
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "m").exists()

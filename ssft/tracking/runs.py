@@ -28,7 +28,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
-from ssft.config import Config
+from ssft.config import Config, ConfigError
 from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table
 
 log = logging.getLogger(__name__)
@@ -106,13 +106,39 @@ def flat_params(cfg: Config) -> dict[str, str]:
     return out
 
 
+def probe(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, with one line, when an MLflow server is not answering: its client would otherwise
+    retry for minutes before the stage does any work."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as r:
+            if r.status == 200:
+                return
+            reason = f"HTTP {r.status}"
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = str(getattr(e, "reason", e))
+    raise ConfigError(f"MLflow at {redact(uri)} is not answering ({reason}); start it (`make up`), point "
+                      "tracking.uri / MLFLOW_TRACKING_URI at a running server, or set tracking.enabled: false")
+
+
+def redact(uri: str) -> str:
+    """A URI fit for logs: credentials (user:password@) replaced."""
+    return re.sub(r"//[^/@]+@", "//***@", uri)
+
+
 class Tracker:
     """MLflow for one pipeline stage; ``Tracker.disabled()`` does nothing (``tracking.enabled: false``)."""
 
     def __init__(self, cfg: Config, root: Path, enabled: bool = True) -> None:
         self.cfg, self.root, self.enabled = cfg, Path(root).resolve(), enabled
         if enabled:
-            mlflow.set_tracking_uri(tracking_uri(cfg, self.root))
+            uri = tracking_uri(cfg, self.root)
+            probe(uri)
+            mlflow.set_tracking_uri(uri)
             self.client = MlflowClient()
             self.experiment_id = self._experiment()
 
