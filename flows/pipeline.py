@@ -87,7 +87,8 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
     """traces -> train each method -> evaluate each -> report -> register, as DVC stages.
 
     params: dotted params.yaml overrides, e.g. {"train.max_steps": 2000, "seed": 1}.
-    workspace: "project" (this repository), "scratch" (a throw-away copy, for smoke runs) or a path.
+    workspace: "project" (this repository) or "scratch" (a throw-away copy, for smoke runs); never another
+    path, so a request to the server cannot point the pipeline at an arbitrary directory.
     """
     logger = get_run_logger()
     params = dict(params or {})
@@ -100,10 +101,8 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
         params.setdefault("tracking.artifacts", str(store / "artifacts"))
     elif workspace == "project":
         ws = ROOT
-    elif (Path(workspace) / "dvc.yaml").exists():
-        ws = Path(workspace).resolve()
     else:
-        raise ValueError(f"workspace={workspace!r}: use 'project', 'scratch' or a directory holding dvc.yaml")
+        raise ValueError(f"workspace={workspace!r}: use 'project' or 'scratch'")
     if params:  # without overrides params.yaml is left byte for byte as it is
         logger.info("flow parameters override params.yaml: %s", params)
         apply_params(ws / "params.yaml", params)

@@ -8,6 +8,17 @@ export PREFECT_SERVER_API_HOST=127.0.0.1
 export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_RUNNER_POLL_FREQUENCY="${PREFECT_RUNNER_POLL_FREQUENCY:-2}"
+# The Prefect server answers only its own UI and this checkout's clients: browsers get CORS for its own
+# origin only, state-changing requests need a CSRF token, and every request needs this checkout's password
+# (HTTP basic auth; generated once into $PREFECT_HOME/auth, mode 600; the UI asks for it).
+export PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS="http://127.0.0.1:$PREFECT_PORT"
+export PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED=true
+if [ ! -s "$PREFECT_HOME/auth" ]; then
+  mkdir -p "$PREFECT_HOME"
+  (umask 077 && python3 -c 'import secrets; print("ssft:" + secrets.token_urlsafe(24))' >"$PREFECT_HOME/auth")
+fi
+PREFECT_API_AUTH_STRING="$(cat "$PREFECT_HOME/auth")"
+export PREFECT_API_AUTH_STRING PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlruns/mlflow.db}"
 export MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 export DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 ITERATIVE_DO_NOT_TRACK=1

@@ -12,11 +12,11 @@ wait_for() {  # name, command, seconds
   echo "up: $1 did not come up within $3 s; see $RUN/$1.log" >&2; exit 1
 }
 
-if ! curl -sf "$PREFECT_API_URL/health" >/dev/null; then
+if ! curl -sf -u "$PREFECT_API_AUTH_STRING" "$PREFECT_API_URL/health" >/dev/null; then
   echo "up: starting Prefect server on $PREFECT_API_URL"
   setsid nohup prefect server start --host 127.0.0.1 --port "$PREFECT_PORT" --analytics-off \
     >"$RUN/prefect.log" 2>&1 < /dev/null & echo $! >"$RUN/prefect.pid"
-  wait_for prefect "curl -sf $PREFECT_API_URL/health" 180
+  wait_for prefect "curl -sf -u '$PREFECT_API_AUTH_STRING' $PREFECT_API_URL/health" 180
 fi
 
 if ! alive mlflow; then
@@ -34,4 +34,4 @@ if ! alive serve; then
   setsid nohup python -m flows.serve >"$RUN/serve.log" 2>&1 < /dev/null & echo $! >"$RUN/serve.pid"
   wait_for serve "grep -q 'ssft/smoke' $RUN/serve.log && prefect deployment inspect ssft/smoke" 120
 fi
-echo "up: Prefect UI http://127.0.0.1:$PREFECT_PORT   MLflow UI http://127.0.0.1:$MLFLOW_PORT"
+echo "up: Prefect UI http://127.0.0.1:$PREFECT_PORT (password: \$(cat $PREFECT_HOME/auth))   MLflow UI http://127.0.0.1:$MLFLOW_PORT"

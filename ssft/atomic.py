@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from ssft.errors import UserError
 
 
 def temp_path(path: Path) -> Path:
@@ -28,3 +33,28 @@ def replace_dir(tmp: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """One writer at a time for ``path`` (an output or checkpoint directory): a second writer fails at once,
+    naming the path and the process that holds it, instead of both writing. The lock is ``flock`` on a
+    hidden sibling file, so a killed writer never leaves a stale lock behind."""
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UserError(f"{path} is being written by another process (pid {holder}); wait for it to finish "
+                        "or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

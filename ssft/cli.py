@@ -11,6 +11,8 @@ Every command reads ``params.yaml`` (``--params``) and accepts ``--set key=value
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ import yaml
 
 from ssft import atomic
 from ssft import config as config_mod
+from ssft.errors import UserError
 
 log = logging.getLogger("ssft")
 
@@ -80,20 +83,24 @@ def _overrides(pairs: list[str]) -> dict:
 def cmd_traces(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft.data import dataset
 
-    dataset.build(cfg, Path(args.out))
+    with atomic.exclusive(Path(args.out)):
+        dataset.build(cfg, Path(args.out))
 
 
 def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft.train.trainer import run_stage
 
     train_file, out = Path(args.traces) / "train.parquet", Path(args.models) / args.method
+    ckpt = Path(args.checkpoints) / args.method
     tracker = _tracker(cfg, args)
-    if tracker is None:
-        run_stage(cfg, args.method, train_file, out, Path(args.checkpoints) / args.method)
-        return
-    with tracker.training_run(args.method, train_file, world_size=_rank()[1]) as run:
-        stats = run_stage(cfg, args.method, train_file, out, Path(args.checkpoints) / args.method, run.callbacks())
-        run.finish(out, stats)
+    # One job per checkpoint directory (its ranks share it: rank 0 holds the lock for all of them).
+    with atomic.exclusive(ckpt) if _rank()[0] == 0 else contextlib.nullcontext():
+        if tracker is None:
+            run_stage(cfg, args.method, train_file, out, ckpt)
+            return
+        with tracker.training_run(args.method, train_file, world_size=_rank()[1]) as run:
+            stats = run_stage(cfg, args.method, train_file, out, ckpt, run.callbacks())
+            run.finish(out, stats)
 
 
 def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
@@ -105,7 +112,8 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         torch.set_num_threads(cfg.train.threads)
     model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
     tracker = _tracker(cfg, args)  # first: a tracking server that is down fails in seconds, before any work
-    evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet")
+    with atomic.exclusive(out):
+        evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet")
     if tracker is not None:
         tracker.log_eval(args.method, model_dir, out)
 
@@ -155,11 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.params, _overrides(args.overrides))
         COMMANDS[args.command](cfg, args)
-    except (config_mod.ConfigError, ValueError, FileNotFoundError) as e:
-        log.error("%s", e)  # bad input: the message names the field and the fix
+    except (UserError, FileNotFoundError) as e:
+        log.error("%s", e)  # bad input: the message names the file or field and the fix
         log.debug("traceback", exc_info=True)
         return 2
-    return 0
+    except OSError as e:  # the machine, not the code: a full or read-only disk, a permission
+        log.error("%s: %s%s", type(e).__name__, e, "; free space or choose another output directory"
+                  if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES) else "")
+        log.debug("traceback", exc_info=True)
+        return 2
+    return 0  # anything else is a bug: its traceback is shown and the exit status is 1
 
 
 if __name__ == "__main__":

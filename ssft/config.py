@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ssft.errors import UserError
+
 METHODS = ("ssft", "sft", "random", "fixed")
 
 
@@ -186,7 +188,7 @@ SECTIONS = {"data": DataConfig, "task": TaskConfig, "traces": TracesConfig, "mod
             "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """Every problem of a params file at once."""
 
 

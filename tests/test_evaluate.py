@@ -77,3 +77,16 @@ def test_training_questions_are_never_evaluated(evaluated: Path) -> None:
     evaluate(tiny_cfg(**{"eval.samples": 4, "eval.ks": [4]}), model, data / "eval.parquet", evaluated / "r3",
              data / "train.parquet")
     assert sorted(p.name for p in (evaluated / "r3").iterdir()) == ["details.jsonl", "metrics.json"]
+
+
+def test_a_model_directory_without_weights_names_itself_and_the_fix(evaluated: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ssft.train import models
+
+    broken = tmp_path / "ssft"
+    shutil.copytree(evaluated / "models" / "ssft", broken)
+    for f in broken.glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match=r"ssft: no weights \(\*.safetensors\).*run `ssft train`"):
+        models.load(broken)

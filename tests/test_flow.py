@@ -8,13 +8,21 @@ import mlflow
 import pytest
 from conftest import copy_project, tool_env
 
+from flows import pipeline
 from flows.pipeline import apply_params, ssft
 
 
-@pytest.mark.slow
-def test_flow_runs_every_stage_through_dvc(tmp_path: Path, prefect_harness: None) -> None:
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project that the flow's workspace "project" points at."""
     repo = copy_project(tmp_path / "repo")
-    result = ssft(params={"seed": 3, "tracking.model_name": "ssft-flowtest"}, workspace=str(repo))
+    monkeypatch.setattr(pipeline, "ROOT", repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_flow_runs_every_stage_through_dvc(repo: Path, prefect_harness: None) -> None:
+    result = ssft(params={"seed": 3, "tracking.model_name": "ssft-flowtest"}, workspace="project")
     assert result["overrides"] == {"seed": 3, "tracking.model_name": "ssft-flowtest"}
     assert "seed: 3" in (repo / "params.yaml").read_text(), "the override is recorded in params.yaml"
     assert "| metric | ssft | sft | random |" in result["summary"]
@@ -27,13 +35,20 @@ def test_flow_runs_every_stage_through_dvc(tmp_path: Path, prefect_harness: None
     assert client.get_model_version_by_alias("ssft-flowtest", "champion").version == 1
 
 
-def test_failing_stage_fails_the_flow_with_its_error(tmp_path: Path, prefect_harness: None) -> None:
-    repo = copy_project(tmp_path / "repo")
-    state = ssft(params={"traces.strategies": ["l2r", "zigzag"]}, workspace=str(repo), return_state=True)
+def test_failing_stage_fails_the_flow_with_its_error(repo: Path, prefect_harness: None) -> None:
+    state = ssft(params={"traces.strategies": ["l2r", "zigzag"]}, workspace="project", return_state=True)
     assert state.is_failed()
     with pytest.raises(RuntimeError, match=r"(?s)stage traces failed.*\['zigzag'\] are not strategies"):
         state.result()
     assert not (repo / "models" / "ssft").exists(), "no stage after the failing one ran"
+
+
+def test_the_workspace_is_the_project_or_a_scratch_copy_never_a_path(tmp_path: Path, prefect_harness: None) -> None:
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    state = ssft(workspace=str(tmp_path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=r"workspace=.*use 'project' or 'scratch'"):
+        state.result()
 
 
 def test_bad_override_is_refused_before_anything_runs(tmp_path: Path) -> None:

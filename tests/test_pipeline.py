@@ -76,3 +76,49 @@ def test_committed_dvc_lock_matches_the_code() -> None:
             if deps or change.get("changed params") or change.get("changed command"):
                 drift[stage] = {"deps": deps, "params": change.get("changed params")}
     assert not drift, f"dvc.lock is stale: run `dvc repro` and commit dvc.lock and results/: {drift}"
+
+
+def test_one_error_boundary_user_errors_exit_2_bugs_keep_their_traceback(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import errno
+
+    from ssft import cli
+
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    base = ["--params", str(p), "report", "--results", str(tmp_path / "r")]
+
+    def bug(cfg, args):  # noqa: ANN001, ANN202 - a plain ValueError from deep inside is a bug, not bad input
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", bug)
+    with pytest.raises(ValueError, match="internal invariant"):
+        main(base)
+
+    def disk_full(cfg, args):  # noqa: ANN001, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r"))
+
+    monkeypatch.setitem(cli.COMMANDS, "report", disk_full)
+    assert main(base) == 2
+    assert "No space left on device" in caplog.text and "free space or choose another output directory" in caplog.text
+    monkeypatch.undo()
+    assert main(base) == 2 and "run `ssft evaluate --method ssft` first" in caplog.text  # a user error: one line
+    assert "Traceback" not in caplog.text
+
+
+def test_a_second_writer_of_the_same_output_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While one process writes data/traces (or a checkpoint or results directory), another one stops at once,
+    naming the directory and the holder; the lock goes with the holder."""
+    import os
+
+    from ssft import atomic
+
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "traces"
+    with atomic.exclusive(out):
+        assert main(["--params", str(p), "traces", "--out", str(out)]) == 2
+    assert f"{out} is being written by another process (pid {os.getpid()})" in caplog.text
+    assert not out.exists()
+    assert main(["--params", str(p), "traces", "--out", str(out)]) == 0, "released with its holder"

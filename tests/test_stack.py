@@ -26,6 +26,36 @@ def alive(pid: int) -> bool:
     return True
 
 
+def request(port: int, path: str, headers: dict[str, str], body: bytes | None = b"{}") -> int:
+    """Status of a raw HTTP request to the local Prefect API (urllib would follow nothing, add nothing)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api{path}", data=body, headers=headers,
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def assert_only_this_checkout_gets_in(port: int, auth: str) -> None:
+    """What a hostile web page (or a DNS-rebound one) can send is refused: it has no password, and with one it
+    still has no CSRF token; the checkout's own client (password from $PREFECT_HOME/auth) gets in."""
+    import base64
+
+    page = {"Origin": "http://evil.example", "Host": "evil.example", "Content-Type": "application/json"}
+    basic = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    assert request(port, "/flow_runs/filter", page) in (401, 403)
+    assert request(port, "/deployments/filter", {**page, "Host": f"127.0.0.1:{port}"}) in (401, 403)
+    assert request(port, "/flow_runs/filter", {**page, **basic}) == 403, "no CSRF token: refused"
+    codes = {path: request(port, path, {"Host": "evil.example"}, body=None)
+             for path in ("/admin/version", "/csrf-token?client=x")}
+    assert set(codes.values()) == {401}, f"no password: refused {codes}"
+    assert request(port, "/health", basic, body=None) == 200
+
+
 @pytest.mark.slow
 def test_up_smoke_deployment_down(tmp_path: Path) -> None:
     repo = copy_project(tmp_path / "repo")
@@ -38,6 +68,7 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert set(pids) == {"prefect", "mlflow", "serve"}
+        assert_only_this_checkout_gets_in(int(env["PREFECT_PORT"]), (repo / ".prefect" / "auth").read_text().strip())
         again = subprocess.run(["scripts/up.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "starting" not in again.stdout, "re-running up is harmless"
         run = subprocess.run(

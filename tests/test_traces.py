@@ -70,6 +70,18 @@ def test_empty_wrong_and_lone_traces_are_dropped_and_counted_per_source(caplog: 
     assert unchecked["dropped_wrong_answer"] == 0 and unchecked["dropped_empty"] == 1
 
 
+def test_corrupt_and_empty_files_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(traces.TraceDataError, match=r"bad.parquet: not a readable parquet file .*ssft traces"):
+        traces.load(tmp_path / "bad.parquet", 4)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({c: pa.array([], pa.string()) for c in traces.COLUMNS}), tmp_path / "empty.parquet")
+    with pytest.raises(traces.TraceDataError, match=r"empty.parquet: no rows"):
+        traces.load(tmp_path / "empty.parquet", 4)
+
+
 def test_missing_file_says_how_to_make_it(tmp_path: Path) -> None:
     with pytest.raises(traces.TraceDataError, match="run `ssft traces`"):
         traces.load(tmp_path / "none.parquet", 4)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ssft.data.tasks.base import extract_answer
+from ssft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -202,4 +203,4 @@ def get_checker(name: str) -> Checker:
     try:
         return CHECKERS[name]
     except KeyError:
-        raise ValueError(f"data.checker: unknown checker {name!r}; use one of {', '.join(CHECKERS)}") from None
+        raise UserError(f"data.checker: unknown checker {name!r}; use one of {', '.join(CHECKERS)}") from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssft import atomic
+from ssft.errors import UserError
 
 if TYPE_CHECKING:
     from ssft.data.checkers import Checker
@@ -28,7 +29,7 @@ REQUIRED = ("question_id", "question", "answer", "trace", "source")
 NON_EMPTY = ("question_id", "question", "answer", "source")  # an empty trace is dropped and counted instead
 
 
-class TraceDataError(ValueError):
+class TraceDataError(UserError):
     """A trace file that cannot be used as it is."""
 
 
@@ -63,7 +64,13 @@ def read_rows(path: Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise TraceDataError(f"{path}: no such trace file; run `ssft traces` (or `dvc repro traces`) first")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a broken file
+        raise TraceDataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e}); rebuild it with "
+                             "`ssft traces` (or `dvc repro traces`)") from e
+    if table.num_rows == 0:
+        raise TraceDataError(f"{path}: no rows; rebuild it with `ssft traces` (or `dvc repro traces`)")
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise TraceDataError(f"{path}: missing field(s) {missing}; every row needs {list(REQUIRED)} "

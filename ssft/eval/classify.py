@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ssft.errors import UserError
+
 
 @dataclass
 class TeacherClassifier:
@@ -64,7 +66,7 @@ def heldout_split(groups: Sequence[str], seed: int, heldout_share: float) -> tup
     from sklearn.model_selection import GroupShuffleSplit
 
     if len(set(groups)) < 2:
-        raise ValueError(f"teacher classifier: need traces of >= 2 questions to hold some out, got {len(set(groups))}")
+        raise UserError(f"teacher classifier: need traces of >= 2 questions to hold some out, got {len(set(groups))}")
     split = GroupShuffleSplit(n_splits=1, test_size=heldout_share, random_state=seed)
     fit, held = next(split.split(np.zeros(len(groups)), groups=list(groups)))
     return fit, held

@@ -29,6 +29,7 @@ from ssft.data.checkers import get_checker
 from ssft.data.tasks import extract_answer, get_task
 from ssft.data.tasks.base import problem_from
 from ssft.data.traces import QuestionTraces
+from ssft.errors import UserError
 from ssft.eval import metrics
 from ssft.eval.sampling import generate
 from ssft.train import models
@@ -79,7 +80,7 @@ def _check_held_out(questions: list[QuestionTraces], eval_file: Path, train_file
     trained = {r["question_id"] for r in traces.read_rows(train_file)}
     seen = [q.question_id for q in questions if q.question_id in trained]
     if seen:
-        raise ValueError(f"{eval_file}: {len(seen)} of {len(questions)} evaluation questions are also in "
+        raise UserError(f"{eval_file}: {len(seen)} of {len(questions)} evaluation questions are also in "
                          f"{train_file} (e.g. {seen[0]!r}); rebuild the split with `ssft traces` or hold out "
                          "another file (data.eval_path)")
 

@@ -10,6 +10,7 @@ import logging
 from transformers import PreTrainedModel
 
 from ssft.config import ModelConfig
+from ssft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def add_lora(model: PreTrainedModel, cfg: ModelConfig, tag_ids: list[int]) -> Pr
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise ValueError("model.lora_rank > 0 needs peft: pip install 'ssft[gpu]' (or peft), "
+        raise UserError("model.lora_rank > 0 needs peft: pip install 'ssft[gpu]' (or peft), "
                          "or set model.lora_rank: 0 for full fine-tuning") from None
     targets = cfg.lora_targets if cfg.lora_targets == "all-linear" else [
         t.strip() for t in cfg.lora_targets.split(",") if t.strip()]

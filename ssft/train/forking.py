@@ -23,6 +23,8 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from ssft.errors import UserError
+
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"
 
@@ -98,7 +100,7 @@ def tag_ids(tokenizer: PreTrainedTokenizerBase, tags: Sequence[str]) -> list[int
     for t in tags:
         enc = tokenizer.encode(t, add_special_tokens=False)
         if len(enc) != 1:
-            raise ValueError(f"tag {t!r} encodes to {len(enc)} ids {enc}; it must be a single token "
+            raise UserError(f"tag {t!r} encodes to {len(enc)} ids {enc}; it must be a single token "
                              "(add it with add_tags, using the same model.tag_format as the tokenizer)")
         ids.append(enc[0])
     return ids

@@ -20,6 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from transformers import PreTrainedModel
 
+from ssft.errors import UserError
 from ssft.train.loss import Targets, token_nll
 
 TIE_RESOLUTION = 1e-6  # costs closer than this (nats) count as equal
@@ -159,7 +160,7 @@ def assign(cost: np.ndarray) -> np.ndarray:
     """
     m, n = cost.shape
     if m > n:
-        raise ValueError(f"{m} traces but only {n} tags: ssft.num_tags must be >= traces per question")
+        raise UserError(f"{m} traces but only {n} tags: ssft.num_tags must be >= traces per question")
     rounded = np.round(cost / TIE_RESOLUTION) * TIE_RESOLUTION
     j, i = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
     tiebreak = 0.5 * TIE_RESOLUTION * i * (m - j) / (n * m * m)

@@ -26,6 +26,7 @@ from transformers import (
 
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import ModelConfig
+from ssft.errors import UserError
 from ssft.train.forking import PromptLayout, add_tags, build_char_tokenizer, tag_ids
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def pretrained_model(cfg: ModelConfig, n_tags: int) -> tuple[PreTrainedModel, Pr
                                 "point it at a local HF checkpoint directory")
     tokenizer = load_tokenizer(path)
     if tokenizer.eos_token is None:
-        raise ValueError(f"model.checkpoint={cfg.checkpoint!r}: its tokenizer has no eos_token, so traces "
+        raise UserError(f"model.checkpoint={cfg.checkpoint!r}: its tokenizer has no eos_token, so traces "
                          "cannot end; set eos_token in its tokenizer_config.json")
     layout = prompt_layout(cfg, tokenizer, n_tags)
     if not layout.chat:
@@ -151,6 +152,9 @@ def load(path: Path, dtype: str = "float32") -> tuple[PreTrainedModel, PreTraine
     meta_file = path / TAGS_FILE
     if not meta_file.exists():
         raise FileNotFoundError(f"{path}: no {TAGS_FILE}; not a model directory written by `ssft train`")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise FileNotFoundError(f"{path}: no weights (*.safetensors); the model directory is incomplete: "
+                                "run `ssft train` (or `dvc repro train`) again")
     meta = json.loads(meta_file.read_text())
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])

@@ -37,6 +37,7 @@ from ssft.config import Config, ModelConfig
 from ssft.data import traces
 from ssft.data.tasks import get_task
 from ssft.data.traces import QuestionTraces
+from ssft.errors import UserError
 from ssft.train import adapters, models
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
 from ssft.train.loss import Targets, nll_sum, resolve_kernel
@@ -69,7 +70,7 @@ def tokenize(questions: Sequence[QuestionTraces], tokenizer: PreTrainedTokenizer
     if layout is None:
         layout = PromptLayout.for_tokenizer(tokenizer, ModelConfig().tag_format, num_tags)
     if len(layout.tags) != num_tags:
-        raise ValueError(f"the prompt layout has {len(layout.tags)} tags, ssft.num_tags={num_tags}")
+        raise UserError(f"the prompt layout has {len(layout.tags)} tags, ssft.num_tags={num_tags}")
     tag_ids(tokenizer, layout.all_tags)  # a layout that does not match the tokenizer fails here, not silently
     out = []
     for q in questions:
@@ -103,7 +104,7 @@ def within_context(examples: list[Example], limit: int | None, setting: str) -> 
         log.warning("%d trace(s) over %s=%s tokens dropped (per source: %s), %d question(s) left with < 2 traces",
                     sum(over.values()), setting, limit, report["over_context"], dropped)
     if not kept:
-        raise ValueError(f"no question has 2 traces within {setting}={limit} tokens (the longest prompt + trace "
+        raise UserError(f"no question has 2 traces within {setting}={limit} tokens (the longest prompt + trace "
                          f"is {longest}); set model.max_length: {longest} (within the model's context) or use "
                          "shorter traces")
     return kept, report
@@ -161,7 +162,7 @@ def choose_tags(method: str, ex: Example, num_tags: int, cost: np.ndarray | None
         return [int(t) + 1 for t in rng.permutation(num_tags)[:m]]
     if method == "fixed":
         if max(ex.strategy) >= num_tags:
-            raise ValueError(f"method 'fixed' needs ssft.num_tags >= {max(ex.strategy) + 1} (one tag per source)")
+            raise UserError(f"method 'fixed' needs ssft.num_tags >= {max(ex.strategy) + 1} (one tag per source)")
         return [s + 1 for s in ex.strategy]
     raise ValueError(f"unknown method {method!r}")
 
@@ -375,7 +376,7 @@ def mixed_precision(cfg: Config) -> dict[str, bool]:
     """Trainer flags for model.dtype: autocast over float32 master weights, unless pure_dtype opts out."""
     m = cfg.model
     if m.dtype == "float16" and not torch.cuda.is_available():
-        raise ValueError("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
+        raise UserError("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
     return {"bf16": m.dtype == "bfloat16" and not m.pure_dtype, "fp16": m.dtype == "float16" and not m.pure_dtype}
 
 
@@ -412,7 +413,7 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
             cb.use_stats(trainer._stats)
     trainer.remove_callback(PrinterCallback)  # ProgressLineCallback prints one line per log instead
     if trainer.is_fsdp_enabled and cfg.model.lora_rank:
-        raise ValueError("model.lora_rank > 0 with FSDP is not supported: the adapters would be saved unmerged; "
+        raise UserError("model.lora_rank > 0 with FSDP is not supported: the adapters would be saved unmerged; "
                          "use DDP (torchrun) for LoRA, or model.lora_rank: 0 with FSDP")
     resume = last_complete_checkpoint(ckpt_dir)
     if resume:

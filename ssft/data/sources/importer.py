@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ssft.data.traces import TraceDataError
+from ssft.errors import UserError
 
 DEFAULT_COLUMNS = {"question": "question", "answer": "answer", "question_id": "question_id", "traces": "traces",
                    "teacher": "teacher", "text": "text"}
@@ -33,7 +34,7 @@ def question_id(question: str) -> str:
 def columns(mapping: dict[str, str]) -> dict[str, str]:
     unknown = sorted(set(mapping) - set(DEFAULT_COLUMNS))
     if unknown:
-        raise ValueError(f"data.columns: unknown key(s) {unknown}; map any of {sorted(DEFAULT_COLUMNS)} to your "
+        raise UserError(f"data.columns: unknown key(s) {unknown}; map any of {sorted(DEFAULT_COLUMNS)} to your "
                          "column names, e.g. {question: problem, answer: solution}")
     return {**DEFAULT_COLUMNS, **mapping}
 

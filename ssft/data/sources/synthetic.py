@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ssft.data.tasks import Task
 from ssft.data.tasks.base import Problem
+from ssft.errors import UserError
 
 
 def synthetic_rows(task: Task, problems: list[Problem], strategies: list[str] | None = None) -> list[dict]:
@@ -14,7 +15,7 @@ def synthetic_rows(task: Task, problems: list[Problem], strategies: list[str] | 
     strategies = strategies or list(task.strategies)
     unknown = [s for s in strategies if s not in task.strategies]
     if unknown:
-        raise ValueError(f"traces.strategies: {unknown} are not strategies of task {task.name!r}; "
+        raise UserError(f"traces.strategies: {unknown} are not strategies of task {task.name!r}; "
                          f"choose from {list(task.strategies)}")
     return [{"question_id": p.question_id, "question": p.question, "answer": p.answer,
              "trace": task.render(p, s), "source": s, "mode": s} for p in problems for s in strategies]

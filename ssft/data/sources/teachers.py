@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ssft.config import BACKENDS, TeacherConfig
+from ssft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ def _check_questions(questions: Sequence[dict]) -> None:
     for k, q in enumerate(questions):
         missing = [f for f in ("question_id", "question", "answer") if f not in q]
         if missing:
-            raise ValueError(f"questions[{k}]: missing field(s) {missing}; every question needs question_id, "
+            raise UserError(f"questions[{k}]: missing field(s) {missing}; every question needs question_id, "
                              "question and answer")
         qid = str(q["question_id"])
         if qid in seen:
-            raise ValueError(f"questions[{k}]: question_id {qid!r} appears twice; give every question its own id "
+            raise UserError(f"questions[{k}]: question_id {qid!r} appears twice; give every question its own id "
                              "(the cache is keyed by it)")
         seen.add(qid)
 
@@ -64,9 +65,9 @@ def _check_teachers(teachers: Sequence[TeacherConfig]) -> None:
     names: set[str] = set()
     for k, t in enumerate(teachers):
         if t.backend not in BACKENDS:
-            raise ValueError(f"data.teachers[{k}].backend: {t.backend!r} is invalid; use one of {', '.join(BACKENDS)}")
+            raise UserError(f"data.teachers[{k}].backend: {t.backend!r} is invalid; use one of {', '.join(BACKENDS)}")
         if t.name in names:
-            raise ValueError(f"data.teachers[{k}].name: {t.name!r} is used twice; give every teacher its own name "
+            raise UserError(f"data.teachers[{k}].name: {t.name!r} is used twice; give every teacher its own name "
                              "(it is the traces' source)")
         names.add(t.name)
 
@@ -79,7 +80,7 @@ def api_key(teacher: TeacherConfig, where: str = "teacher") -> str:
         return "EMPTY"
     value = os.environ.get(name)
     if not value:
-        raise ValueError(f"{where}.api_key_env: environment variable {name} is not set (or empty); export "
+        raise UserError(f"{where}.api_key_env: environment variable {name} is not set (or empty); export "
                          f"{name}=<key>, or set api_key_env: null for a server that needs no key")
     return value
 
@@ -118,7 +119,7 @@ def read_cache(path: Path) -> dict[tuple[str, int], str]:
             rec = json.loads(line)
             key, trace = (str(rec["question_id"]), int(rec["sample"])), rec["trace"]
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{lineno}: not a cache line ({type(e).__name__}: {e}); delete that line, or "
+            raise UserError(f"{path}:{lineno}: not a cache line ({type(e).__name__}: {e}); delete that line, or "
                              "the file to generate this teacher's traces again") from None
         done.setdefault(key, trace)  # the first finished copy wins, as the rows returned before did
     return done
@@ -249,7 +250,7 @@ def load_hf(path: str) -> tuple[Any, Any, list[int]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
     if not Path(path, "config.json").exists():
-        raise ValueError(f"teacher model {path!r}: not a local checkpoint directory (no config.json); set an hf "
+        raise UserError(f"teacher model {path!r}: not a local checkpoint directory (no config.json); set an hf "
                          "teacher's model to a directory written by save_pretrained")
     if Path(path, "tokenizer.json").exists():
         tok = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)

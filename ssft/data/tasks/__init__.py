@@ -3,13 +3,14 @@
 from ssft.data.tasks.add4 import Add4
 from ssft.data.tasks.base import Problem, Task, extract_answer
 from ssft.data.tasks.mult import Mult
+from ssft.errors import UserError
 
 TASKS: dict[str, type[Task]] = {"add4": Add4, "mult": Mult}
 
 
 def get_task(name: str, **options: object) -> Task:
     if name not in TASKS:
-        raise ValueError(f"task.name={name!r} is not a task; choose one of {sorted(TASKS)}")
+        raise UserError(f"task.name={name!r} is not a task; choose one of {sorted(TASKS)}")
     return TASKS[name](**options)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 
 from ssft.data.tasks.base import Task, parse_steps, steps_match
+from ssft.errors import UserError
 
 R0, R1 = ("r", 0), ("r", 1)
 
@@ -36,7 +37,7 @@ class Add4(Task):
     def __init__(self, marked: bool = False, max_operand: int = 9) -> None:
         super().__init__(marked)
         if not 2 <= max_operand <= 99:
-            raise ValueError(f"task.max_operand={max_operand}: use 2..99")
+            raise UserError(f"task.max_operand={max_operand}: use 2..99")
         self.max_operand = max_operand
 
     def sample_operands(self, rng: random.Random) -> tuple[int, ...]:

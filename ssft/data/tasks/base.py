@@ -13,6 +13,8 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ssft.errors import UserError
+
 ANSWER_RE = re.compile(r"#(-?\d+)\s*$")
 STEP_RE = re.compile(r"^(\d+)([+*-])(\d+)(?:([+*-])(\d+))*=(-?\d+)$")
 
@@ -135,7 +137,7 @@ class Task(ABC):
             out.append(p)
             if len(out) == n:
                 return out
-        raise ValueError(
+        raise UserError(
             f"task {self.name!r} could only make {len(out)} of {n} distinct questions; "
             "lower traces.train_questions/eval_questions or widen the operand range"
         )
