@@ -90,3 +90,17 @@ def test_a_model_directory_without_weights_names_itself_and_the_fix(evaluated: P
         f.unlink()
     with pytest.raises(FileNotFoundError, match=r"ssft: no weights \(\*.safetensors\).*run `ssft train`"):
         models.load(broken)
+
+
+def test_report_rows_are_in_a_fixed_order_whatever_the_hash_seed(tmp_path: Path) -> None:
+    """cons@k and pass@k of the same k used to swap places between runs (set order)."""
+    import subprocess
+    import sys
+
+    code = ("from ssft.eval.report import markdown; "
+            "print(markdown({'a': {'pass@8': 1.0, 'cons@8': 0.5, 'pass@16': 1.0, 'cons@16': 0.7, 'pass@1': 0.2}}))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(outs) == 1
+    rows = [line.split(" | ")[0].strip("| ") for line in outs.pop().strip().splitlines()[2:]]
+    assert rows == ["pass@1", "cons@8", "pass@8", "cons@16", "pass@16"]

@@ -9,8 +9,9 @@ from ssft import atomic
 
 # Rows of the summary table, in reading order: accuracy and voting, then diversity of modes.
 HEADLINE = ("pass@1", "pass@1_best_tag", "mean_acc", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity",
-            "nmi", "blended", "pass@1_greedy", "pass@1_best_tag_greedy", "cons@N_greedy", "cons@N_ties_greedy",
-            "pass@N_greedy", "coverage_greedy", "purity_greedy", "nmi_greedy", "blended_greedy")
+            "nmi", "blended", "distinct_answers", "teacher_classifier_acc", "pass@1_greedy", "pass@1_best_tag_greedy",
+            "cons@N_greedy", "cons@N_ties_greedy", "pass@N_greedy", "coverage_greedy", "purity_greedy", "nmi_greedy",
+            "blended_greedy")
 
 
 def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
@@ -23,10 +24,15 @@ def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
     return out
 
 
+def _k_order(key: str) -> tuple[bool, int, str]:
+    """cons@k / pass@k rows: sampled before greedy, by k, then by name (a fixed order for equal k)."""
+    return key.endswith("_greedy"), int(key.split("@")[1].split("_")[0]), key
+
+
 def markdown(table: dict[str, dict]) -> str:
     methods = list(table)
     extra = sorted({k for m in methods for k in table[m] if k.startswith(("cons@", "pass@")) and k not in HEADLINE
-                    and "_ties" not in k}, key=lambda k: (k.endswith("_greedy"), int(k.split("@")[1].split("_")[0])))
+                    and "_ties" not in k}, key=_k_order)
     lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for key in [*HEADLINE, *extra]:
         if any(key in table[m] for m in methods):
