@@ -76,7 +76,11 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise config_mod.ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.max_steps=50")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise config_mod.ConfigError(f"--set {pair!r}: the value is not valid YAML ({e.problem}); quote it, "
+                                         f"e.g. --set '{key}=\"{value}\"'") from e
     return out
 
 

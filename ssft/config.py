@@ -346,6 +346,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def set_dotted(doc: dict, dotted: str, value: Any) -> None:
     """``set_dotted(d, "train.max_steps", 5)`` sets ``d["train"]["max_steps"]``, creating sections as needed."""
     *parents, leaf = dotted.split(".")
-    for p in parents:
+    for depth, p in enumerate(parents):
         doc = doc.setdefault(p, {})
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{dotted}: {'.'.join(parents[:depth + 1])} is a value, not a section; "
+                              "override it as a whole, e.g. --set " + ".".join(parents[:depth + 1]) + "=...")
     doc[leaf] = value

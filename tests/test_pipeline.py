@@ -122,3 +122,19 @@ def test_a_second_writer_of_the_same_output_is_refused(tmp_path: Path, caplog: p
     assert f"{out} is being written by another process (pid {os.getpid()})" in caplog.text
     assert not out.exists()
     assert main(["--params", str(p), "traces", "--out", str(out)]) == 0, "released with its holder"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr.x=1", "train.lr.x: train.lr is a value, not a section"),
+    ("train.lr=[1", r"--set 'train.lr=\[1': the value is not valid YAML"),
+    ("task.options={foo: 1}", r"task.options={'foo': 1}: .*argument 'foo'; add4 takes \['max_operand'\]"),
+])
+def test_bad_overrides_and_options_are_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture, override: str,
+                                                message: str) -> None:
+    import re
+
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    assert main(["--params", str(p), "--set", override, "traces", "--out", str(tmp_path / "d")]) == 2
+    assert re.search(message, caplog.text), caplog.text
+    assert not (tmp_path / "d").exists()
