@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 run: up
 	. scripts/env.sh && prefect deployment run ssft/full --watch --watch-timeout 7200
 	@cat results/summary.md
-	@. scripts/env.sh && echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
+	@. scripts/env.sh && echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: cat .prefect/auth)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
 
 ## up / down: the local Prefect server, MLflow server and deployment server (127.0.0.1 only)
 up: $(VENV)/.installed
