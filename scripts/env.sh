@@ -25,3 +25,11 @@ export DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 ITERATIVE_DO_NOT_TRACK=1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 export PATH="$ROOT/.venv/bin:$PATH"
 RUN="$PREFECT_HOME/run"   # pid files and logs of what up.sh started
+# `prefect deployment ...` with no server answering prints one line instead of Prefect's long traceback.
+prefect() {
+  if [ "${1:-}" = deployment ] && ! curl -sf -m 5 -u "$PREFECT_API_AUTH_STRING" "$PREFECT_API_URL/health" >/dev/null; then
+    echo "prefect: no Prefect server answers at $PREFECT_API_URL; start the local stack with \`make up\`" >&2
+    return 1
+  fi
+  command prefect "$@"
+}

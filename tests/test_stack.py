@@ -88,3 +88,16 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
     assert not [name for name, pid in pids.items() if alive(pid)], "down leaves no process behind"
     leftovers = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True).stdout.split()
     assert not leftovers, f"processes still running from {repo}: {leftovers}"
+
+
+def test_deployment_run_without_a_server_is_one_line(tmp_path: Path) -> None:
+    repo = copy_project(tmp_path / "repo")
+    env = tool_env(PREFECT_PORT=str(free_port()))
+    for key in ("PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(key, None)
+    res = subprocess.run(["bash", "-c", ". scripts/env.sh && prefect deployment run ssft/full --watch"], cwd=repo,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"prefect: no Prefect server answers at http://127.0.0.1:{env['PREFECT_PORT']}/api; start the local stack "
+        "with `make up`"]
