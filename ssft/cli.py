@@ -5,7 +5,9 @@
     ssft evaluate --method ssft      # results/ssft/{metrics.json,details.jsonl}
     ssft report                      # results/summary.md
     ssft register                    # SSFT model -> MLflow registry; results/registry.json
-Every command reads ``params.yaml`` (``--params``) and accepts ``--set key=value`` overrides.
+    ssft sample "3+4+5+6?"           # each tag's answer from models/ssft (--model, --tags 1,3)
+Every command reads ``params.yaml`` (``--params``) and accepts ``--set key=value`` overrides, before or
+after the sub-command.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from ssft import config as config_mod
 from ssft.errors import UserError
 
 log = logging.getLogger("ssft")
+FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--models", default="models")
     g.add_argument("--results", default="results")
     g.add_argument("--out", default="results/registry.json", help="what was registered (a DVC output)")
+    a = sub.add_parser("sample", help="prompt a trained model with its forking tags and print each tag's answer")
+    a.add_argument("question", help="the question text, as in the trace data")
+    a.add_argument("--model", default="models/ssft", help="a model directory written by `ssft train`")
+    a.add_argument("--tags", default="all", help="all, or tag numbers such as 1,3 (the sft model has one tag)")
+    a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    a.add_argument("--max-new-tokens", type=int, default=256)
+    for s in sub.choices.values():  # --set is also accepted after the sub-command
+        s.add_argument("--set", dest="overrides_after", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a param (also allowed before the sub-command)")
     return p
 
 
@@ -78,6 +91,8 @@ def _overrides(pairs: list[str]) -> dict:
             raise config_mod.ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.max_steps=50")
         try:
             out[key] = yaml.safe_load(value)
+            if isinstance(out[key], str) and FLOAT_RE.fullmatch(value.strip()):
+                out[key] = float(value)  # YAML 1.1 reads 5e-5 (no dot) as a string
         except yaml.YAMLError as e:
             raise config_mod.ConfigError(f"--set {pair!r}: the value is not valid YAML ({e.problem}); quote it, "
                                          f"e.g. --set '{key}=\"{value}\"'") from e
@@ -129,6 +144,36 @@ def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     atomic.write_text(Path(args.out), json.dumps(info, indent=2))
 
 
+def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    """Each requested tag's answer to one question, from the prompt layout the model was trained with."""
+    import torch
+
+    from ssft.eval.sampling import generate
+    from ssft.train import models
+    from ssft.train.forking import PromptLayout, prompt_ids, prompt_text
+
+    model, tokenizer, meta = models.load(Path(args.model))
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    layout = PromptLayout.from_meta(meta)
+    n = int(meta["num_tags"])
+    if meta["method"] == "sft":
+        tags: list[int | None] = [None]
+    elif args.tags == "all":
+        tags = list(range(1, n + 1))
+    else:
+        try:
+            tags = [int(t) for t in args.tags.split(",")]
+        except ValueError:
+            raise UserError(f"--tags {args.tags!r}: use all or numbers such as 1,3") from None
+        if not all(1 <= t <= n for t in tags):
+            raise UserError(f"--tags {args.tags!r}: this model has tags 1..{n}")
+    torch.manual_seed(cfg.seed)
+    outs = generate(model, tokenizer, [prompt_ids(tokenizer, layout, args.question, t) for t in tags], 1,
+                    args.temperature or None, max_new_tokens=args.max_new_tokens)
+    for tag, (sample,) in zip(tags, outs):
+        print(f"{prompt_text(tokenizer, layout, args.question, tag)!r} -> {sample.text!r}")
+
+
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft.eval.report import write_report
 
@@ -148,7 +193,7 @@ def _quiet_progress_bars() -> None:
 
 
 COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
-            "register": cmd_register}
+            "register": cmd_register, "sample": cmd_sample}
 
 
 # Nothing here is ever downloaded and nothing phones home; a user's explicit setting still wins.
@@ -165,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_progress_bars()
     try:
-        cfg = config_mod.load(args.params, _overrides(args.overrides))
+        cfg = config_mod.load(args.params, _overrides(args.overrides + args.overrides_after))
         COMMANDS[args.command](cfg, args)
     except (UserError, FileNotFoundError) as e:
         log.error("%s", e)  # bad input: the message names the file or field and the fix

@@ -104,3 +104,24 @@ def test_report_rows_are_in_a_fixed_order_whatever_the_hash_seed(tmp_path: Path)
     assert len(outs) == 1
     rows = [line.split(" | ")[0].strip("| ") for line in outs.pop().strip().splitlines()[2:]]
     assert rows == ["pass@1", "cons@8", "pass@8", "cons@16", "pass@16"]
+
+
+def test_sample_answers_with_every_tag_and_set_goes_anywhere(evaluated: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    import yaml
+    from conftest import TINY
+
+    from ssft.cli import main
+
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    model = str(evaluated / "models" / "ssft")
+    assert main(["--params", str(p), "sample", "3+4+5+6?", "--model", model, "--set", "train.lr=5e-5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" -> ")[0] for line in lines] == [f"'<s>3+4+5+6?<think{t}>'" for t in (1, 2, 3, 4)]
+    assert main(["--params", str(p), "sample", "3+4+5+6?", "--model", model, "--tags", "2,4"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["--params", str(p), "sample", "3+4+5+6?", "--model", model, "--tags", "9"]) == 2
+    sft = str(evaluated / "models" / "sft")
+    assert main(["--params", str(p), "--set", "seed=1", "sample", "3+4+5+6?", "--model", sft]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[0].startswith("'<s>3+4+5+6?<think>'")
