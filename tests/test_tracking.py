@@ -32,6 +32,7 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("ssft-add4")
     assert exp.artifact_location == (root / "mlruns" / "artifacts").as_uri()
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development", "opens in the model-training view"
     runs = {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id])}
     assert set(runs) == {"ssft", "sft"}
     run = runs["ssft"]
@@ -40,6 +41,9 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     assert run.data.params["train.max_steps"] == "16" and run.data.params["method"] == "ssft"
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 8
     assert client.get_metric_history(run.info.run_id, "train/tokens_per_s")[0].value > 0
+    stamps = [m.timestamp for k in ("train/loss", "eval/cons_at_N", "match/churn")
+              for m in client.get_metric_history(run.info.run_id, k)]
+    assert min(stamps) > 1_700_000_000_000, "real timestamps, not 1970"
     assert {"match/churn", "match/rate_tag1", "match/assignment_entropy", "match/mean_matched_cost"} <= set(
         run.data.metrics)
     metrics = json.loads((root / "results" / "ssft" / "metrics.json").read_text())

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,11 @@ from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_
 log = logging.getLogger(__name__)
 PIPELINE_ENV = "SSFT_PIPELINE_RUN_ID"  # set by the Prefect flow for the stages it runs
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3"]
+
+
+def now_ms() -> int:
+    """A metric's timestamp: when it was logged (0 would show every point at 1970 in the UI)."""
+    return int(time.time() * 1000)
 
 
 def metric_name(key: str) -> str:
@@ -143,6 +149,12 @@ class Tracker:
             self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
+        eid = self._experiment_id()
+        # Open in MLflow's model-training view (runs, metrics, Compare), not the GenAI traces dashboard.
+        self.client.set_experiment_tag(eid, "mlflow.experimentKind", "custom_model_development")
+        return eid
+
+    def _experiment_id(self) -> str:
         name = experiment_name(self.cfg)
         exp = self.client.get_experiment_by_name(name)
         if exp:
@@ -209,9 +221,9 @@ class Tracker:
         stats = json.loads(path.read_text())
         self.client.log_dict(rid, stats, "data/stats.json")
         per = stats.get("train", {}).get("per_source", {})
-        metrics = [mlflow.entities.Metric(f"data/{what}/{_mlflow_safe(source)}", float(n), 0, 0)
+        metrics = [mlflow.entities.Metric(f"data/{what}/{_mlflow_safe(source)}", float(n), now_ms(), 0)
                    for source, counts in per.items() for what, n in counts.items()]
-        metrics += [mlflow.entities.Metric(f"data/{k}", float(stats["train"][k]), 0, 0)
+        metrics += [mlflow.entities.Metric(f"data/{k}", float(stats["train"][k]), now_ms(), 0)
                     for k in ("questions", "traces", "dropped_questions") if k in stats.get("train", {})]
         for i in range(0, len(metrics), 900):
             self.client.log_batch(rid, metrics=metrics[i:i + 900])
@@ -237,7 +249,7 @@ class Tracker:
             return
         metrics = json.loads((Path(results_dir) / "metrics.json").read_text())
         details = [json.loads(line) for line in (Path(results_dir) / "details.jsonl").read_text().splitlines()]
-        self.client.log_batch(rid, metrics=[mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), 0, 0)
+        self.client.log_batch(rid, metrics=[mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0)
                                             for k, v in metrics.items()])
         with mlflow.start_run(run_id=rid):
             mlflow.log_dict(metrics, "eval/metrics.json")
@@ -271,7 +283,7 @@ class TrainingRun:
         over = stats.get("context", {}).get("over_context", {})  # traces too long for the model, per source
         if over:
             self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(
-                f"data/over_context/{_mlflow_safe(source)}", float(n), 0, 0) for source, n in over.items()])
+                f"data/over_context/{_mlflow_safe(source)}", float(n), now_ms(), 0) for source, n in over.items()])
 
 
 class MlflowTrainingCallback(TrainerCallback):
@@ -290,7 +302,7 @@ class MlflowTrainingCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         keys = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost", "host_ms")
-        metrics = [mlflow.entities.Metric(f"train/{k}", float(logs[k]), 0, state.global_step)
+        metrics = [mlflow.entities.Metric(f"train/{k}", float(logs[k]), now_ms(), state.global_step)
                    for k in keys if isinstance(logs.get(k), (int, float))]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
@@ -309,7 +321,7 @@ class MlflowTrainingCallback(TrainerCallback):
             values = {"match/churn": summary["churn"], "match/assignment_entropy": summary["assignment_entropy"],
                       "match/mean_matched_cost": summary["mean_matched_cost"],
                       **{f"match/rate_tag{t}": r for t, r in summary["tag_match_rate"].items()}}
-            self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), 0, e)
+            self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), e)
                                                         for k, v in values.items() if v is not None])
             counts = summary["tag_source_counts"]
             self.client.log_table(self.run_id, counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
