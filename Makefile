@@ -23,9 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-## run: start the local stack, run the whole pipeline as `prefect deployment run ssft/full`, show the table
+## run: start the local stack, run the deployment ssft/full following its stages' progress here, show the table
 run: up
-	. scripts/env.sh && prefect deployment run ssft/full --watch --watch-timeout 7200
+	. scripts/env.sh && python -m flows.watch ssft/full
 	@cat results/summary.md
 	@. scripts/env.sh && echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: cat .prefect/auth)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
 

@@ -71,10 +71,14 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
         assert_only_this_checkout_gets_in(int(env["PREFECT_PORT"]), (repo / ".prefect" / "auth").read_text().strip())
         again = subprocess.run(["scripts/up.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0 and "starting" not in again.stdout, "re-running up is harmless"
-        run = subprocess.run(
-            ["bash", "-c", ". scripts/env.sh && prefect deployment run ssft/smoke --watch --watch-timeout 600"],
-            cwd=repo, env=env, capture_output=True, text=True, timeout=700)
+        run = subprocess.run(["bash", "-c", ". scripts/env.sh && python -m flows.watch ssft/smoke"],
+                             cwd=repo, env=env, capture_output=True, text=True, timeout=700)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+        # the terminal shows the stages' own progress lines, then the final state
+        import re
+
+        assert re.search(r"step \d+/\d+ +loss [\d.]+", run.stdout), run.stdout[-2000:]
+        assert run.stdout.strip().splitlines()[-1].endswith(": Completed"), run.stdout[-2000:]
         client = mlflow.MlflowClient(f"http://127.0.0.1:{env['MLFLOW_PORT']}")
         exp = client.get_experiment_by_name("ssft-smoke")
         runs = client.search_runs([exp.experiment_id])
