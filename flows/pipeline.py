@@ -112,7 +112,9 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
     for stage in stages:
         run_stage(stage, str(ws))
     summary = (ws / "results" / "summary.md").read_text()
-    create_markdown_artifact(summary + f"\n\nparams overrides: `{params}`\n", key="ssft-summary",
+    # The project's table keeps its key; a scratch (smoke) run has its own, so it never shows as the latest.
+    create_markdown_artifact(summary + f"\n\nparams overrides: `{params}`\n",
+                             key="ssft-summary" if workspace == "project" else "ssft-smoke-summary",
                              description="SSFT vs baselines")
     logger.info("summary:\n%s", summary)
     result = {"workspace": str(ws), "overrides": params, "summary": summary}

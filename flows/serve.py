@@ -11,13 +11,14 @@ from prefect import serve
 
 from flows.pipeline import ssft
 
-# The smoke run: the whole pipeline, tiny, in a scratch copy, with its own MLflow experiment and model name.
+# The smoke run: the whole pipeline, tiny, in a scratch copy, with its own MLflow experiment and artifact key,
+# and out of the model registry (a smoke model must never become anyone's champion).
 SMOKE = {
     "traces.train_questions": 32, "traces.eval_questions": 16,
     "model.hidden_size": 32, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 64,
     "train.max_steps": 16, "train.questions_per_step": 4, "train.warmup_steps": 2, "train.save_steps": 8,
     "train.logging_steps": 4, "eval.samples": 8, "eval.ks": [8], "eval.max_new_tokens": 40,
-    "tracking.experiment": "ssft-smoke", "tracking.model_name": "ssft-smoke",
+    "tracking.experiment": "ssft-smoke", "tracking.register": False,
 }
 
 

@@ -84,7 +84,10 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
         runs = client.search_runs([exp.experiment_id])
         assert {r.data.tags["method"] for r in runs} == {"ssft", "sft", "random"}
         assert all("eval/cons_at_N" in r.data.metrics and "train/loss" in r.data.metrics for r in runs)
-        assert int(client.get_model_version_by_alias("ssft-smoke", "champion").version) == 1
+        assert not client.search_registered_models("name = 'ssft-smoke'"), "the smoke run stays out of the registry"
+        keys = subprocess.run(["bash", "-c", ". scripts/env.sh && prefect artifact ls"], cwd=repo,
+                              env={**env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60).stdout
+        assert "ssft-smoke-summary" in keys and "ssft-summary" not in keys, keys
         assert not list((repo / ".prefect" / "workspaces").glob("*")), "the scratch workspace is cleaned up"
     finally:
         down = subprocess.run(["scripts/down.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
