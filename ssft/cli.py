@@ -74,11 +74,13 @@ def _rank() -> tuple[int, int]:
 
 
 def _tracker(cfg: config_mod.Config, args: argparse.Namespace):  # noqa: ANN202
-    """MLflow for this stage, or None when tracking is off or this is not rank 0 of a torchrun job (one run
-    per job, not one per rank); with None, mlflow is never imported."""
+    """MLflow for this stage; the do-nothing tracker when tracking is off or this is not rank 0 of a torchrun
+    job (one run per job, not one per rank), and then mlflow is never imported."""
     if not cfg.tracking.enabled or _rank()[0] != 0:
-        return None
-    from ssft.tracking import Tracker
+        from ssft.tracking.null import NullTracker
+
+        return NullTracker()
+    from ssft.tracking.runs import Tracker
 
     return Tracker(cfg, Path(args.params).resolve().parent)
 
@@ -114,9 +116,6 @@ def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     tracker = _tracker(cfg, args)
     # One job per checkpoint directory (its ranks share it: rank 0 holds the lock for all of them).
     with atomic.exclusive(ckpt) if _rank()[0] == 0 else contextlib.nullcontext():
-        if tracker is None:
-            run_stage(cfg, args.method, train_file, out, ckpt)
-            return
         with tracker.training_run(args.method, train_file, world_size=_rank()[1]) as run:
             stats = run_stage(cfg, args.method, train_file, out, ckpt, run.callbacks())
             run.finish(out, stats)
@@ -133,14 +132,13 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     tracker = _tracker(cfg, args)  # first: a tracking server that is down fails in seconds, before any work
     with atomic.exclusive(out):
         evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet")
-    if tracker is not None:
-        tracker.log_eval(args.method, model_dir, out)
+    tracker.log_eval(args.method, model_dir, out)
 
 
 def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     tracker = _tracker(cfg, args)
     metrics = json.loads((Path(args.results) / args.method / "metrics.json").read_text())
-    info = tracker.register(Path(args.models) / args.method, metrics) if tracker else {"registered": False}
+    info = tracker.register(Path(args.models) / args.method, metrics)
     atomic.write_text(Path(args.out), json.dumps(info, indent=2))
 
 

@@ -20,7 +20,7 @@ def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float]) -> di
     Alias ``candidate`` always moves to the new version; ``champion`` moves to it when its cons@N beats
     the current champion's (or there is none).
     """
-    if not tracker.enabled or not tracker.cfg.tracking.register:
+    if not tracker.cfg.tracking.register:
         return {"registered": False}
     from ssft.train import models
 

@@ -137,16 +137,15 @@ def redact(uri: str) -> str:
 
 
 class Tracker:
-    """MLflow for one pipeline stage; ``Tracker.disabled()`` does nothing (``tracking.enabled: false``)."""
+    """MLflow for one pipeline stage (``ssft.tracking.null.NullTracker`` when ``tracking.enabled: false``)."""
 
-    def __init__(self, cfg: Config, root: Path, enabled: bool = True) -> None:
-        self.cfg, self.root, self.enabled = cfg, Path(root).resolve(), enabled
-        if enabled:
-            uri = tracking_uri(cfg, self.root)
-            probe(uri)
-            mlflow.set_tracking_uri(uri)
-            self.client = MlflowClient()
-            self.experiment_id = self._experiment()
+    def __init__(self, cfg: Config, root: Path) -> None:
+        self.cfg, self.root = cfg, Path(root).resolve()
+        uri = tracking_uri(cfg, self.root)
+        probe(uri)
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient()
+        self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
         eid = self._experiment_id()
@@ -178,9 +177,6 @@ class Tracker:
     def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[TrainingRun]:
         """A new run for training ``method``: params (``world_size``: processes of the job), lineage tags, the
         dataset as input. Under torchrun only rank 0 opens it."""
-        if not self.enabled:
-            yield TrainingRun(None, None)
-            return
         pipeline = os.environ.get(PIPELINE_ENV, "manual")
         tags = {"method": method, "pipeline_run_id": pipeline, "git_commit": git_commit(self.root),
                 "dvc_data_md5": dvc_data_hash(self.root), "task": self.cfg.dataset_name,
@@ -228,10 +224,8 @@ class Tracker:
         for i in range(0, len(metrics), 900):
             self.client.log_batch(rid, metrics=metrics[i:i + 900])
 
-    def attach(self, method: str, model_dir: Path) -> str | None:
+    def attach(self, method: str, model_dir: Path) -> str:
         """The run that trained the model in ``model_dir`` (a new run if none is known, e.g. a copied model)."""
-        if not self.enabled:
-            return None
         sha = model_sha(model_dir)
         rid = self._find(method, sha)
         if rid is None:
@@ -245,8 +239,6 @@ class Tracker:
     def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
         """Every metric of metrics.json, per-tag figures and plots, into the model's run."""
         rid = self.attach(method, model_dir)
-        if rid is None:
-            return
         metrics = json.loads((Path(results_dir) / "metrics.json").read_text())
         details = [json.loads(line) for line in (Path(results_dir) / "details.jsonl").read_text().splitlines()]
         self.client.log_batch(rid, metrics=[mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0)
@@ -266,16 +258,14 @@ class Tracker:
 class TrainingRun:
     """The open training run: a Trainer callback for curves and per-epoch assignment statistics."""
 
-    def __init__(self, client: MlflowClient | None, run_id: str | None) -> None:
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client, self.run_id = client, run_id
 
     def callbacks(self) -> list[TrainerCallback]:
-        return [] if self.client is None else [MlflowTrainingCallback(self.client, self.run_id)]
+        return [MlflowTrainingCallback(self.client, self.run_id)]
 
     def finish(self, model_dir: Path, stats: dict) -> None:
         """Tag the run with the model it produced (later stages find it by that) and keep the stats."""
-        if self.client is None:
-            return
         self.client.set_tag(self.run_id, "model_sha", model_sha(model_dir))
         self.client.log_dict(self.run_id, {k: v for k, v in stats.items() if k != "log_history"},
                              "train/train_stats.json")

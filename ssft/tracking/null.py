@@ -1,0 +1,29 @@
+"""The do-nothing tracker (``tracking.enabled: false``, or a rank other than 0): the same calls as
+:class:`ssft.tracking.runs.Tracker`, so callers never branch on whether tracking is on. Imports no MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class NullRun:
+    def callbacks(self) -> list:
+        return []
+
+    def finish(self, model_dir: Path, stats: dict) -> None:
+        pass
+
+
+class NullTracker:
+    @contextmanager
+    def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[NullRun]:
+        yield NullRun()
+
+    def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
+        pass
+
+    def register(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+        return {"registered": False}
