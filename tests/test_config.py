@@ -73,3 +73,30 @@ def test_overrides_and_missing_file(tmp_path: Path) -> None:
     assert config.load(p, {"train.max_steps": 7, "ssft.num_tags": 8}).train.max_steps == 7
     with pytest.raises(config.ConfigError, match="not found"):
         config.load(tmp_path / "nope.yaml")
+
+
+# Where the shipped params.yaml (the CPU demo) differs from the config defaults (what a missing key gets), and
+# why. Any other difference is a default living in two places and fails the test below.
+DEMO_DIFFERENCES = {
+    "model.hidden_size": (128, 96),          # the demo's 0.45M model trains in minutes on 2 cores
+    "model.intermediate_size": (512, 384),
+    "train.logging_steps": (50, 100),        # 10 points over the demo's 1000 steps
+    "train.threads": (0, 1),                 # one thread per stage: two stages can share the 2 cores
+    "eval.max_new_tokens": (64, 48),         # add4 traces are short
+    "eval.batch_size": (256, 512),
+}
+
+
+def test_params_yaml_equals_the_config_defaults_but_for_the_stated_differences() -> None:
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k not in ("options", "columns"):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    defaults, shipped = flat(config.from_dict({}).to_dict()), flat(config.load(ROOT / "params.yaml").to_dict())
+    differences = {k: (defaults[k], shipped[k]) for k in defaults if defaults[k] != shipped[k]}
+    assert differences == DEMO_DIFFERENCES
