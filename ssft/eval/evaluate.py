@@ -60,11 +60,11 @@ def synthetic_judge(cfg: Config) -> Judge:
                  lambda pairs: [task.classify(problem(q), text) for q, text in pairs])
 
 
-def teacher_judge(cfg: Config, train_file: Path) -> Judge:
+def teacher_judge(cfg: Config, train: list[dict]) -> Judge:
+    """``train``: the training trace rows (what the teacher classifier learns from)."""
     from ssft.eval.classify import fit_teacher_classifier
 
     checker = get_checker(cfg.data.checker)
-    train = traces.read_rows(train_file)
     clf = fit_teacher_classifier([r["trace"] for r in train], [r["source"] for r in train],
                                  [r["question_id"] for r in train], cfg.seed)
     log.info("teacher classifier: %d teachers, held-out accuracy %.3f", len(clf.labels), clf.heldout_accuracy)
@@ -73,11 +73,12 @@ def teacher_judge(cfg: Config, train_file: Path) -> Judge:
                  {"teacher_classifier_acc": clf.heldout_accuracy, "teachers": float(len(clf.labels))})
 
 
-def _check_held_out(questions: list[QuestionTraces], eval_file: Path, train_file: Path | None) -> None:
+def _check_held_out(questions: list[QuestionTraces], eval_file: Path, train_file: Path | None,
+                    train: list[dict] | None) -> None:
     """Evaluation questions must never have been trained on (e.g. an eval file that is the train file)."""
-    if train_file is None or not Path(train_file).exists():
+    if train is None:
         return
-    trained = {r["question_id"] for r in traces.read_rows(train_file)}
+    trained = {r["question_id"] for r in train}
     seen = [q.question_id for q in questions if q.question_id in trained]
     if seen:
         raise UserError(f"{eval_file}: {len(seen)} of {len(questions)} evaluation questions are also in "
@@ -85,13 +86,13 @@ def _check_held_out(questions: list[QuestionTraces], eval_file: Path, train_file
                          "another file (data.eval_path)")
 
 
-def judge_for(cfg: Config, train_file: Path | None) -> Judge:
+def judge_for(cfg: Config, train_file: Path | None, train: list[dict] | None) -> Judge:
     if cfg.data.source == "synthetic":
         return synthetic_judge(cfg)
-    if train_file is None or not Path(train_file).exists():
+    if train is None:
         raise FileNotFoundError(f"{train_file}: the training traces are needed to learn the teachers' styles; "
                                 "run `ssft traces` first (or pass --traces)")
-    return teacher_judge(cfg, Path(train_file))
+    return teacher_judge(cfg, train)
 
 
 def _generations(cfg: Config, model, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
@@ -141,8 +142,9 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     layout = PromptLayout.from_meta(meta)  # tags.json: the exact tags and layout training used
     n = meta["num_tags"]
     questions = traces.load_questions(eval_file)
-    _check_held_out(questions, eval_file, train_file)
-    judge = judge_for(cfg, train_file)
+    train = traces.read_rows(train_file) if train_file is not None and Path(train_file).exists() else None
+    _check_held_out(questions, eval_file, train_file, train)
+    judge = judge_for(cfg, train_file, train)
     tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
     torch.manual_seed(cfg.seed)
     greedy = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True, judge=judge)

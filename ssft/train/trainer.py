@@ -457,8 +457,6 @@ def is_main_process() -> bool:
     return not distributed() or torch.distributed.get_rank() == 0
 
 
-
-
 def source_order(cfg: Config, questions: Sequence[QuestionTraces]) -> list[str]:
     """Sources in a stable order: the task's strategy order where it applies, then the rest sorted.
     Position i is the tag ``fixed`` gives that source."""
