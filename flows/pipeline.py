@@ -1,50 +1,111 @@
-"""Prefect flow ``ssft``: the DVC pipeline, one Prefect task per DVC stage.
+"""Prefect flow ``ssft``: the DVC pipeline, one Prefect task per DVC stage, independent stages side by side.
 
-Each task runs ``dvc repro --single-item <stage>`` in the workspace, so Prefect and ``dvc repro`` share one
-implementation of every stage, DVC versions the outputs and ``dvc status`` is clean after a run. Flow
-parameters (``params``, dotted keys such as ``{"train.max_steps": 2000}``) are written into the
-workspace's ``params.yaml`` first, as ``dvc exp run -S`` does: dvc.lock, MLflow and this flow's log
-record them. ``workspace="scratch"`` runs in a throw-away copy of the project (the ``smoke`` deployment),
-so quick checks never touch the real outputs; its MLflow runs still land in the project's store.
+The stages, their commands and what each needs come from ``dvc.yaml`` through DVC itself (``foreach``
+expanded), so the flow and ``dvc repro`` share one definition of the pipeline. A stage runs when the stages it
+needs have finished, up to ``pipeline.parallel`` at once: the three ``train@`` stages overlap, so do the
+``evaluate@`` ones. DVC's repo lock lets only one ``dvc repro`` run at a time, so each task does what
+``dvc repro --single-item`` does, in DVC's supported pieces: ``dvc status <stage>`` (skip it when up to date),
+the stage's command, then ``dvc commit <stage>`` (hashes into dvc.lock, outputs into the cache). The short DVC
+calls wait for DVC's lock (``--wait-for-lock``) while the commands run in parallel; ``dvc status`` is clean
+after a run.
+
+Flow parameters (``params``, dotted keys such as ``{"train.max_steps": 2000}``) are written into the
+workspace's ``params.yaml`` first, as ``dvc exp run -S`` does: dvc.lock, MLflow and this flow's log record
+them. ``workspace="scratch"`` runs in a throw-away copy of the project (the ``smoke`` deployment), so quick
+checks never touch the real outputs; its MLflow runs still land in the project's store.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import deque
+from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from ruamel.yaml import YAML
 
 from ssft import atomic
 from ssft import config as ssft_config
+from ssft import env as ssft_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / ".prefect" / "workspaces"
 
 
+@dataclass(frozen=True)
+class Stage:
+    name: str                # DVC's address, e.g. train@ssft
+    cmd: str
+    needs: tuple[str, ...]   # stages whose outputs it reads
+
+
+def stages(workspace: Path) -> list[Stage]:
+    """The stages of ``dvc.yaml`` in file order, as DVC resolves them (params interpolated, foreach expanded)."""
+    from dvc.repo import Repo
+
+    def address(stage: Any) -> str:  # what `dvc status <target>` takes, from the workspace (not this process's cwd)
+        rel = os.path.relpath(stage.dvcfile.path, workspace)
+        return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
+    with Repo(str(workspace)) as repo:
+        graph = repo.index.graph  # an edge runs from a stage to a stage it depends on
+        return [Stage(address(s), s.cmd, tuple(address(d) for d in graph.successors(s))) for s in graph.nodes]
+
+
+def parallelism(cfg: ssft_config.Config) -> int:
+    """``pipeline.parallel``, or what the cores allow: each stage's torch uses ``train.threads`` of them."""
+    if cfg.pipeline.parallel:
+        return cfg.pipeline.parallel
+    cores = os.cpu_count() or 1
+    return max(1, cores // cfg.train.threads) if cfg.train.threads else 1
+
+
 def stage_env() -> dict[str, str]:
-    """Environment of the stage subprocesses: the venv's tools first, offline, the pipeline run id."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "SSFT_PIPELINE_RUN_ID": str(flow_run.get_id() or "local"), "DVC_NO_ANALYTICS": "1",
-            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    """Environment of the stage subprocesses: the venv's tools first, offline, links to this flow run."""
+    run_id = str(flow_run.get_id() or "local")
+    return {**ssft_env.with_defaults(os.environ),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            ssft_env.PIPELINE_RUN_ID: run_id, ssft_env.PIPELINE_RUN_URL: str(flow_run.ui_url or "")}
 
 
-@task(retries=1, retry_delay_seconds=2, task_run_name="{stage}")
-def run_stage(stage: str, workspace: str) -> None:
-    """``dvc repro --single-item <stage>``; its output goes to this task's log, its failure fails the task."""
+def dvc(args: list[str], workspace: str) -> str:
+    """A short DVC call that waits for DVC's repo lock (another stage may hold it for its own commit)."""
+    proc = subprocess.run(["dvc", "--wait-for-lock", *args], cwd=workspace, env=stage_env(), capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+def reason(lines: list[str]) -> str:
+    """The line that says why a stage failed: its last error line (the CLI prints one for bad input)."""
+    errors = [line for line in lines if " ERROR " in line or line.startswith(("ERROR", "error"))]
+    return (errors or lines or ["no output"])[-1]
+
+
+@task(retries=1, retry_delay_seconds=2, task_run_name="{stage.name}")
+def run_stage(stage: Stage, workspace: str) -> str:
+    """``dvc repro --single-item <stage>`` in pieces that can run beside other stages; the command's output goes
+    to this task's log (progress lines included), its failure fails the task with its one-line reason."""
     logger = get_run_logger()
+    if not json.loads(dvc(["status", "--json", stage.name], workspace) or "{}"):
+        logger.info("%s: up to date", stage.name)
+        return "up to date"
+    t0 = time.monotonic()
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=workspace, env=stage_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(stage.cmd, shell=True, cwd=workspace, env=stage_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
@@ -52,7 +113,44 @@ def run_stage(stage: str, workspace: str) -> None:
             tail.append(line)
             logger.info(line)
     if proc.wait() != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+        logger.error("last lines of %s:\n%s", stage.name, "\n".join(tail))
+        raise RuntimeError(f"stage {stage.name} failed (exit {proc.returncode}): {reason(list(tail))}")
+    dvc(["commit", "--force", "--quiet", stage.name], workspace)
+    logger.info("%s: done in %.0f s", stage.name, time.monotonic() - t0)
+    return "ran"
+
+
+def run_graph(graph: list[Stage], workspace: str, parallel: int) -> dict[str, str]:
+    """Every stage once its needs are done, at most ``parallel`` at a time, in dvc.yaml order among the ready
+    ones. A failed stage stops the stages that need it (others go on); the first failure is raised at the end."""
+    logger = get_run_logger()
+    pending = list(graph)
+    running: dict[PrefectFuture, Stage] = {}
+    outcome: dict[str, str] = {}
+    failure: BaseException | None = None
+    while pending or running:
+        for stage in [s for s in pending if all(outcome.get(n) in ("ran", "up to date") for n in s.needs)]:
+            if len(running) >= parallel:
+                break
+            pending.remove(stage)
+            running[run_stage.submit(stage, workspace)] = stage
+        blocked = [s for s in pending if any(outcome.get(n, "").startswith(("failed", "skipped")) for n in s.needs)]
+        for stage in blocked:
+            pending.remove(stage)
+            outcome[stage.name] = "skipped"
+            logger.warning("%s: skipped, a stage it needs failed", stage.name)
+        if not running:
+            continue
+        future = next(as_completed(list(running)))
+        stage = running.pop(future)
+        try:
+            outcome[stage.name] = future.result()
+        except BaseException as e:  # noqa: BLE001 - recorded; the stages that do not need it go on
+            outcome[stage.name] = "failed"
+            failure = failure or e
+    if failure is not None:
+        raise failure
+    return outcome
 
 
 def copy_project(src: Path, dst: Path) -> Path:
@@ -82,6 +180,28 @@ def apply_params(params_file: Path, overrides: dict[str, Any]) -> None:
     atomic.write_text(params_file, buf.getvalue())
 
 
+def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
+    """Markdown for the end of a flow run: the runs view, each method's run, Compare of them all, and the
+    comparison figures (served by the MLflow UI); '' when tracking is off."""
+    if not cfg.tracking.enabled:
+        return ""
+    from ssft.tracking.runs import Tracker, compare_link, run_link, runs_view_link, ui_url
+
+    tracker = Tracker(cfg, workspace)
+    runs = tracker.pipeline_runs(str(flow_run.get_id() or "local"))
+    ui, eid = ui_url(cfg), tracker.experiment_id
+    if ui is None:
+        return (f"MLflow: experiment `{tracker.experiment_id}`, runs {runs}; see them with "
+                f"`mlflow ui --backend-store-uri {cfg.tracking.uri or os.environ.get('MLFLOW_TRACKING_URI', '')}`")
+    lines = [f"MLflow runs view: {runs_view_link(ui, eid)}",
+             f"MLflow Compare ({', '.join(runs)}): {compare_link(ui, eid, list(runs.values()))}",
+             *(f"MLflow run {m}: {run_link(ui, eid, rid)}" for m, rid in runs.items())]
+    first = next(iter(runs.values()), None)  # every method's run holds the same comparison figures
+    figures = "".join(f"\n![{p.stem}]({ui}/get-artifact?path=comparison%2F{p.name}&run_uuid={first})"
+                      for p in sorted((workspace / "results" / "plots").glob("*.png"))) if first else ""
+    return "\n".join(f"- {line}" for line in lines) + "\n" + figures
+
+
 @flow(name="ssft")
 def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> dict[str, Any]:
     """traces -> train each method -> evaluate each -> report -> register, as DVC stages.
@@ -94,11 +214,10 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
     params = dict(params or {})
     if workspace == "scratch":
         ws = copy_project(ROOT, SCRATCH / str(flow_run.get_id() or "local"))
-        store = ROOT / "mlruns"
-        store.mkdir(exist_ok=True)
+        ssft_env.store_dir(ROOT).mkdir(exist_ok=True)
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # else the stages inherit it: never copy a URI (it may
-            params.setdefault("tracking.uri", f"sqlite:///{store / 'mlflow.db'}")  # hold credentials) into params
-        params.setdefault("tracking.artifacts", str(store / "artifacts"))
+            params.setdefault("tracking.uri", ssft_env.store_uri(ROOT))  # hold credentials) into params
+        params.setdefault("tracking.artifacts", str(ssft_env.artifact_root(ROOT)))
     elif workspace == "project":
         ws = ROOT
     else:
@@ -107,17 +226,19 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> di
         logger.info("flow parameters override params.yaml: %s", params)
         apply_params(ws / "params.yaml", params)
     cfg = ssft_config.load(ws / "params.yaml")
-    stages = ["traces", *(f"train@{m}" for m in cfg.train.methods), *(f"evaluate@{m}" for m in cfg.train.methods),
-              "report", "register"]
-    for stage in stages:
-        run_stage(stage, str(ws))
+    graph, parallel = stages(ws), parallelism(cfg)
+    logger.info("stages: %s; up to %d at once", ", ".join(s.name for s in graph), parallel)
+    t0 = time.monotonic()
+    outcome = run_graph(graph, str(ws), parallel)
+    logger.info("pipeline finished in %.0f s (%d stages at once at most)", time.monotonic() - t0, parallel)
     summary = (ws / "results" / "summary.md").read_text()
+    links = mlflow_links(cfg, ws)
     # The project's table keeps its key; a scratch (smoke) run has its own, so it never shows as the latest.
-    create_markdown_artifact(summary + f"\n\nparams overrides: `{params}`\n",
+    create_markdown_artifact(f"{summary}\n{links}\n\nparams overrides: `{params}`\n",
                              key="ssft-summary" if workspace == "project" else "ssft-smoke-summary",
-                             description="SSFT vs baselines")
-    logger.info("summary:\n%s", summary)
-    result = {"workspace": str(ws), "overrides": params, "summary": summary}
+                             description="SSFT vs baselines, with links to the MLflow runs")
+    logger.info("summary:\n%s\n%s", summary, links)
+    result = {"workspace": str(ws), "overrides": params, "summary": summary, "links": links, "stages": outcome}
     if workspace == "scratch":
         shutil.rmtree(ws, ignore_errors=True)
     return result

@@ -6,7 +6,6 @@ export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export PREFECT_API_URL="${PREFECT_API_URL:-http://127.0.0.1:$PREFECT_PORT/api}"
 export PREFECT_SERVER_API_HOST=127.0.0.1
 export PREFECT_SERVER_API_PORT="$PREFECT_PORT"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_RUNNER_POLL_FREQUENCY="${PREFECT_RUNNER_POLL_FREQUENCY:-2}"
 # The Prefect server answers only its own UI and this checkout's clients: browsers get CORS for its own
 # origin only, state-changing requests need a CSRF token, and every request needs this checkout's password
@@ -19,10 +18,10 @@ if [ ! -s "$PREFECT_HOME/auth" ]; then
 fi
 PREFECT_API_AUTH_STRING="$(cat "$PREFECT_HOME/auth")"
 export PREFECT_API_AUTH_STRING PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING"
-export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///$ROOT/mlruns/mlflow.db}"
-export MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
-export DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 ITERATIVE_DO_NOT_TRACK=1
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+# Offline defaults and the local MLflow store (MLFLOW_TRACKING_URI, SSFT_MLFLOW_ARTIFACTS): their one home is ssft/env.py.
+eval "$(PYTHONPATH="$ROOT" python3 -m ssft.env "$ROOT")"
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
+export SSFT_MLFLOW_UI="${SSFT_MLFLOW_UI:-http://127.0.0.1:$MLFLOW_PORT}"   # links in the flow's log and run pages
 export PATH="$ROOT/.venv/bin:$PATH"
 RUN="$PREFECT_HOME/run"   # pid files and logs of what up.sh started
 # `prefect deployment ...` with no server answering prints one line instead of Prefect's long traceback.

@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-mkdir -p "$RUN" mlruns/artifacts
+mkdir -p "$RUN" "$SSFT_MLFLOW_ARTIFACTS"
 
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 wait_for() {  # name, command, seconds
@@ -24,7 +24,7 @@ if ! alive mlflow; then
   python -c "import mlflow; mlflow.MlflowClient('$MLFLOW_TRACKING_URI').search_experiments()"
   echo "up: starting MLflow server on http://127.0.0.1:$MLFLOW_PORT"
   setsid nohup mlflow server --backend-store-uri "$MLFLOW_TRACKING_URI" \
-    --default-artifact-root "$ROOT/mlruns/artifacts" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
+    --default-artifact-root "$SSFT_MLFLOW_ARTIFACTS" --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
     >"$RUN/mlflow.log" 2>&1 < /dev/null & echo $! >"$RUN/mlflow.pid"
   wait_for mlflow "curl -sf http://127.0.0.1:$MLFLOW_PORT/health" 120
 fi

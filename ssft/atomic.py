@@ -25,6 +25,14 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Swap a finished directory into place (the old one is removed only after the new one is complete)."""
     old = out.with_name(out.name + ".old")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from ssft import atomic
+from ssft import atomic, env
 from ssft import config as config_mod
 from ssft.errors import UserError
 
@@ -51,10 +51,12 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--results", default="results", help="results directory (results/<method>)")
     r = sub.add_parser("report", help="summarise all methods side by side")
     r.add_argument("--results", default="results")
+    r.add_argument("--models", default="models", help="trained models: their MLflow runs get the comparison plots")
     g = sub.add_parser("register", help="register the trained SSFT model in the MLflow registry")
     g.add_argument("--method", default="ssft", choices=config_mod.METHODS)
     g.add_argument("--models", default="models")
     g.add_argument("--results", default="results")
+    g.add_argument("--traces", default="data/traces", help="held-out questions: the model's input example")
     g.add_argument("--out", default="results/registry.json", help="what was registered (a DVC output)")
     a = sub.add_parser("sample", help="prompt a trained model with its forking tags and print each tag's answer")
     a.add_argument("question", help="the question text, as in the trace data")
@@ -138,7 +140,10 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     tracker = _tracker(cfg, args)
     metrics = json.loads((Path(args.results) / args.method / "metrics.json").read_text())
-    info = tracker.register(Path(args.models) / args.method, metrics)
+    from ssft.data.traces import read_rows
+
+    question = read_rows(Path(args.traces) / "eval.parquet")[0]["question"]
+    info = tracker.register(Path(args.models) / args.method, metrics, question)
     atomic.write_text(Path(args.out), json.dumps(info, indent=2))
 
 
@@ -173,9 +178,18 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    from ssft.eval.report import write_report
+    """The table (results/summary.md), the comparison plots (results/plots/*.png, DVC plots) in every method's
+    MLflow run."""
+    from ssft.eval.report import collect, write_report
+    from ssft.tracking.figures import comparison_figures, save_figures
 
-    print(write_report(Path(args.results), list(cfg.train.methods)))
+    methods, results = list(cfg.train.methods), Path(args.results)
+    tracker = _tracker(cfg, args)
+    print(write_report(results, methods))
+    details = {m: [json.loads(line) for line in (results / m / "details.jsonl").read_text().splitlines()]
+               for m in methods if (results / m / "details.jsonl").exists()}
+    plots = save_figures(comparison_figures(collect(results, methods), details, cfg.ssft.num_tags), results / "plots")
+    tracker.log_comparison(methods, Path(args.models), plots)
 
 
 def _quiet_progress_bars() -> None:
@@ -194,15 +208,8 @@ COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, 
             "register": cmd_register, "sample": cmd_sample}
 
 
-# Nothing here is ever downloaded and nothing phones home; a user's explicit setting still wins.
-OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-                    "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
-                    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "DVC_NO_ANALYTICS": "1"}
-
-
 def main(argv: list[str] | None = None) -> int:
-    for key, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    env.apply()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)

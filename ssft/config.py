@@ -130,7 +130,8 @@ class TrainConfig:
     scheduler: str = _f("cosine", "transformers lr_scheduler_type: cosine | linear | constant_with_warmup")
     max_grad_norm: float = _f(1.0, "gradient clipping norm; 0 = off")
     save_steps: int = _f(250, "checkpoint every this many steps (resume after a kill)")
-    logging_steps: int = _f(50, "log loss, rate and assignment statistics every this many steps")
+    logging_steps: int = _f(10, "log loss and learning rate to MLflow every this many steps (the terminal's "
+                                "progress line: at most every 15 s)")
     threads: int = _f(0, "torch CPU threads; 0 = torch default")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward: less memory, ~30% more compute")
     group_by_length: bool = _f(False, "batch questions of similar length together (less padding on real data)")
@@ -155,7 +156,14 @@ class TrackingConfig:
     artifacts: str | None = _f(None, "artifact root of new experiments; null = <project>/mlruns/artifacts")
     experiment: str | None = _f(None, "MLflow experiment; null = ssft-<data name> (data.name, task or file stem)")
     register: bool = _f(True, "register the trained SSFT model in the MLflow registry with aliases")
+    system_metrics: bool = _f(True, "sample CPU, memory, disk and GPU use into the training run every 5 s (psutil)")
     model_name: str | None = _f(None, "registered model name; null = ssft-<data name>")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    parallel: int = _f(0, "stages the Prefect flow runs at once when they do not depend on each other; 0 = what "
+                          "the cores allow (cores // train.threads; 1 when train.threads is 0 = all cores)")
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,7 @@ class Config:
     train: TrainConfig = _f(None, "")
     eval: EvalConfig = _f(None, "")
     tracking: TrackingConfig = _f(None, "")
+    pipeline: PipelineConfig = _f(None, "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,7 +194,8 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
-            "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig}
+            "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig,
+            "pipeline": PipelineConfig}
 
 
 class ConfigError(UserError):
@@ -226,6 +236,7 @@ def _check(cfg: Config, errors: list[str]) -> None:
     m, s, t, e, d = cfg.model, cfg.ssft, cfg.train, cfg.eval, cfg.data
     rules = [
         (cfg.seed >= 0, "seed", "use a seed >= 0"),
+        (cfg.pipeline.parallel >= 0, "pipeline.parallel", "use >= 0 (0 = what the cores allow)"),
         (d.source in SOURCES, "data.source", f"use one of {', '.join(SOURCES)}"),
         (d.source == "synthetic" or bool(d.path), "data.path",
          f"data.source={d.source} needs a file: the traces (import) or the questions (generate)"),

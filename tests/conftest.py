@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+from ssft import env
+
+env.apply()  # before transformers reads HF_HUB_OFFLINE
 
 from collections.abc import Sequence
 from pathlib import Path

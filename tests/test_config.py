@@ -80,7 +80,6 @@ def test_overrides_and_missing_file(tmp_path: Path) -> None:
 DEMO_DIFFERENCES = {
     "model.hidden_size": (128, 96),          # the demo's 0.45M model trains in minutes on 2 cores
     "model.intermediate_size": (512, 384),
-    "train.logging_steps": (50, 100),        # 10 points over the demo's 1000 steps
     "train.threads": (0, 1),                 # one thread per stage: two stages can share the 2 cores
     "eval.max_new_tokens": (64, 48),         # add4 traces are short
     "eval.batch_size": (256, 512),

@@ -59,7 +59,10 @@ def test_metrics_recompute_from_details(evaluated: Path, method: str) -> None:
 
 def test_report_puts_methods_side_by_side(evaluated: Path) -> None:
     text = write_report(evaluated / "results", ["ssft", "sft"])
-    assert "| metric | ssft | sft |" in text and "| coverage_greedy |" in text
+    assert "| metric | ssft | sft |" in text and "| coverage_greedy |" in text and "| **cons@N** |" in text
+    table = json.loads((evaluated / "results" / "summary.json").read_text())
+    diff = table["ssft"]["cons@N"] - table["sft"]["cons@N"]
+    assert f"cons@N **{table['ssft']['cons@N']:.3f}** vs sft {table['sft']['cons@N']:.3f} ({diff:+.3f})" in text
     assert json.loads((evaluated / "results" / "summary.json").read_text()).keys() == {"ssft", "sft"}
     with pytest.raises(FileNotFoundError, match="ssft evaluate --method random"):
         write_report(evaluated / "results", ["random"])
@@ -103,7 +106,7 @@ def test_report_rows_are_in_a_fixed_order_whatever_the_hash_seed(tmp_path: Path)
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
     assert len(outs) == 1
     rows = [line.split(" | ")[0].strip("| ") for line in outs.pop().strip().splitlines()[2:]]
-    assert rows == ["pass@1", "cons@8", "pass@8", "cons@16", "pass@16"]
+    assert rows == ["**pass@1**", "cons@8", "pass@8", "cons@16", "pass@16"], "headline rows in bold"
 
 
 def test_sample_answers_with_every_tag_and_set_goes_anywhere(evaluated: Path, tmp_path: Path,

@@ -20,25 +20,57 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return repo
 
 
+def _task_spans(flow_run_id) -> dict[str, tuple]:
+    """Each task run of a flow run: name -> (start, end), from the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: (r.start_time, r.end_time) for r in runs}
+
+
 @pytest.mark.slow
-def test_flow_runs_every_stage_through_dvc(repo: Path, prefect_harness: None) -> None:
-    result = ssft(params={"seed": 3, "tracking.model_name": "ssft-flowtest"}, workspace="project")
-    assert result["overrides"] == {"seed": 3, "tracking.model_name": "ssft-flowtest"}
+def test_flow_runs_independent_stages_side_by_side_and_leaves_dvc_clean(repo: Path, prefect_harness: None) -> None:
+    overrides = {"seed": 3, "tracking.model_name": "ssft-flowtest", "pipeline.parallel": 2}
+    state = ssft(params=overrides, workspace="project", return_state=True)
+    result = state.result()
+    assert result["overrides"] == overrides
     assert "seed: 3" in (repo / "params.yaml").read_text(), "the override is recorded in params.yaml"
     assert "| metric | ssft | sft | random |" in result["summary"]
+    # Every stage of dvc.yaml ran once; the train stages overlapped, and never more than two stages at once.
+    spans = _task_spans(state.state_details.flow_run_id)
+    expected = {"traces", "report", "register", *(f"{s}@{m}" for s in ("train", "evaluate")
+                                                  for m in ("ssft", "sft", "random"))}
+    assert set(spans) == expected
+    a, b = spans["train@ssft"], spans["train@sft"]
+    assert a[0] < b[1] and b[0] < a[1], f"train@ssft {a} and train@sft {b} ran one after the other"
+    for t in sorted(s for s, _ in spans.values()):
+        assert sum(s <= t < e for s, e in spans.values()) <= 2
+    # DVC's lock file and cache agree with the workspace, as after `dvc repro`.
     status = subprocess.run(["dvc", "status"], cwd=repo, env=tool_env(), capture_output=True, text=True).stdout
     assert "up to date" in status, status
+    assert (repo / "results" / "plots" / "metrics.png").exists()
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("ssft-add4").experiment_id])
+    eid = client.get_experiment_by_name("ssft-add4").experiment_id
+    runs = [r for r in client.search_runs([eid]) if "mlflow.parentRunId" not in r.data.tags]
     assert {r.data.tags["method"] for r in runs} == {"ssft", "sft", "random"}
-    assert len({r.data.tags["pipeline_run_id"] for r in runs}) == 1
+    assert {r.data.tags["pipeline_run_id"] for r in runs} == {str(state.state_details.flow_run_id)}
+    for r in runs:  # Compare shows the same comparison figures for every method
+        assert {"comparison/metrics.png", "comparison/pass_cons_vs_k.png", "comparison/tag_mode.png"} <= {
+            a.path for a in client.list_artifacts(r.info.run_id, "comparison")}
     assert client.get_model_version_by_alias("ssft-flowtest", "champion").version == 1
+    assert "MLflow: experiment" in result["links"], "no UI known: how to open the local store"
+    # A second run finds every stage up to date and runs nothing.
+    lock = (repo / "dvc.lock").read_text()
+    again = ssft(params=overrides, workspace="project")
+    assert set(again["stages"].values()) == {"up to date"} and (repo / "dvc.lock").read_text() == lock
 
 
 def test_failing_stage_fails_the_flow_with_its_error(repo: Path, prefect_harness: None) -> None:
     state = ssft(params={"traces.strategies": ["l2r", "zigzag"]}, workspace="project", return_state=True)
     assert state.is_failed()
-    with pytest.raises(RuntimeError, match=r"(?s)stage traces failed.*\['zigzag'\] are not strategies"):
+    with pytest.raises(RuntimeError, match=r"stage traces failed \(exit 2\): .*\['zigzag'\] are not strategies"):
         state.result()
     assert not (repo / "models" / "ssft").exists(), "no stage after the failing one ran"
 

@@ -1,6 +1,7 @@
 """MLflow tracking against a real local store: runs, curves, assignment statistics, plots, registry aliases."""
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -15,6 +16,7 @@ from ssft.tracking import Tracker
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("tracked")
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"  # the tiny training lasts a few seconds
     uri = f"sqlite:///{root / 'mlflow.db'}"
     train = {**TINY["train"], "max_steps": 16}  # two epochs: churn needs a second look at each question
     (root / "params.yaml").write_text(yaml.safe_dump({**TINY, "train": train, "tracking": {"uri": uri}}))
@@ -24,6 +26,7 @@ def tracked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     for method in ("ssft", "sft"):
         assert main([*base, "train", "--method", method, *paths, "--checkpoints", str(root / "ck")]) == 0
         assert main([*base, "evaluate", "--method", method, *paths, "--results", str(root / "results")]) == 0
+    os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
     return root, uri
 
 
@@ -33,13 +36,19 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     exp = client.get_experiment_by_name("ssft-add4")
     assert exp.artifact_location == (root / "mlruns" / "artifacts").as_uri()
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development", "opens in the model-training view"
-    runs = {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"ssft", "sft"}
-    run = runs["ssft"]
-    assert run.info.status == "FINISHED"
+    every = client.search_runs([exp.experiment_id])
+    runs = {r.data.tags["method"]: r for r in every if "mlflow.parentRunId" not in r.data.tags}
+    children = {r.data.tags["method"]: r for r in every if "mlflow.parentRunId" in r.data.tags}
+    assert set(runs) == set(children) == {"ssft", "sft"}
+    run, child = runs["ssft"], children["ssft"]
+    assert run.info.status == child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == run.info.run_id and child.info.run_name == "evaluate"
+    assert run.info.end_time <= child.info.start_time, "the training run lasts as long as training, not evaluation"
     assert {"git_commit", "dvc_data_md5", "pipeline_run_id", "model_sha"} <= set(run.data.tags)
+    assert "trained by `dvc repro` / the `ssft` CLI" in run.data.tags["mlflow.note.content"]
     assert run.data.params["train.max_steps"] == "16" and run.data.params["method"] == "ssft"
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 8
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), sorted(run.data.metrics)
     assert client.get_metric_history(run.info.run_id, "train/tokens_per_s")[0].value > 0
     stamps = [m.timestamp for k in ("train/loss", "eval/cons_at_N", "match/churn")
               for m in client.get_metric_history(run.info.run_id, k)]
@@ -47,11 +56,16 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     assert {"match/churn", "match/rate_tag1", "match/assignment_entropy", "match/mean_matched_cost"} <= set(
         run.data.metrics)
     metrics = json.loads((root / "results" / "ssft" / "metrics.json").read_text())
-    assert run.data.metrics["eval/cons_at_N"] == pytest.approx(metrics["cons@N"])
-    assert run.data.metrics["eval/coverage_greedy"] == pytest.approx(metrics["coverage_greedy"])
+    for r in (run, child):
+        assert r.data.metrics["eval/cons_at_N"] == pytest.approx(metrics["cons@N"])
+        assert r.data.metrics["eval/coverage_greedy"] == pytest.approx(metrics["coverage_greedy"])
     arts = {a.path for d in ("match", "eval") for a in client.list_artifacts(run.info.run_id, d)}
-    assert {"match/tag_source_epoch000.png", "match/tag_source_epoch000.json", "eval/tag_strategy_heatmap.png",
+    assert {"match/tag_source_epoch000.json", "eval/tag_strategy_heatmap.png",
             "eval/length_histogram.png", "eval/pass_cons_vs_k.png"} <= arts
+    assert {"eval/metrics.json", "eval/details.jsonl"} <= {a.path for a in client.list_artifacts(child.info.run_id, "eval")}
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = {p.split("+step+")[1].split("+")[0] for p in images if "tag_source" in p and p.endswith(".png")}
+    assert steps == {"0", "1"}, f"one image series over the two epochs: {images}"
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.name == "traces" and dataset.dataset.digest
 
@@ -62,15 +76,23 @@ def test_registry_aliases_follow_cons_at_n(tracked: tuple[Path, str]) -> None:
 
     cfg = config.from_dict({**TINY, "tracking": {"uri": uri, "model_name": "ssft-test"}})
     tracker = Tracker(cfg, root)
-    seen = [tracker.register(root / "models" / "ssft", {"cons@N": c}) for c in (0.5, 0.4, 0.6)]
+    seen = [tracker.register(root / "models" / "ssft", {"cons@N": c}, "1+2+3+4?") for c in (0.5, 0.4, 0.6)]
     assert [s["version"] for s in seen] == [1, 2, 3]
     assert [s["champion"] for s in seen] == [1, 1, 3]
     client = mlflow.MlflowClient(uri)
     assert client.get_model_version_by_alias("ssft-test", "candidate").version == 3
     assert client.get_model_version_by_alias("ssft-test", "champion").version == 3
     mv = client.get_model_version_by_alias("ssft-test", "champion")
-    assert mv.tags["cons_at_N"] == "0.6" and mv.run_id == seen[0]["run_id"]
+    assert mv.tags["cons_at_N"] == "0.6" and mv.tags["run_id"] == seen[0]["run_id"], "the training run"
+    assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == seen[0]["run_id"], "logged by its child"
     assert (mv.tags["base_model"], mv.tags["checker"], mv.tags["data_source"]) == ("tiny", "int", "synthetic")
+    info = mlflow.models.get_model_info(f"models:/ssft-test/{mv.version}")
+    assert info.signature.inputs.input_types() == [mlflow.types.DataType.string]
+    example = mlflow.models.Model.load(f"models:/ssft-test/{mv.version}").load_input_example(
+        mlflow.artifacts.download_artifacts(f"models:/ssft-test/{mv.version}"))
+    assert "1+2+3+4?<think1>" in str(example), example
+    training = client.get_run(seen[0]["run_id"])
+    assert training.info.end_time < client.get_run(mv.run_id).info.start_time, "register has its own run"
 
 
 def test_tracking_off_writes_no_store(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ Pure functions of metrics and details rows (matplotlib, headless)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 
@@ -19,6 +20,33 @@ def tag_mode_table(details: list[dict]) -> dict[str, list]:
         if r["temperature"] > 0:
             counts[str(r["tag"] or 0)][r["mode"] or "none"] += 1
     return counts_table({t: dict(c) for t, c in counts.items()})
+
+
+def to_image(fig: Any) -> Any:
+    """A matplotlib figure as a PIL image (what MLflow's image series take)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def save_figures(figs: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Each figure as ``<out_dir>/<name>.png``, written atomically; the paths, in order."""
+    import io
+
+    from ssft import atomic
+
+    paths = []
+    for name, fig in figs.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        atomic.write_bytes(out_dir / f"{name}.png", buf.getvalue())
+        paths.append(out_dir / f"{name}.png")
+    return paths
 
 
 def heatmap(counts: dict[str, dict[str, int]], title: str, xlabel: str) -> Any:
@@ -70,17 +98,80 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
     figs["length_histogram"] = fig
     fig, ax = plt.subplots(figsize=(5, 3))
     for family in ("pass", "cons"):
-        points = {int(k.split("@")[1]): v for k, v in metrics.items()
-                  if k.startswith(family + "@") and k.split("@")[1].isdigit()}
-        if f"{family}@N" in metrics:
-            points[n_tags] = metrics[f"{family}@N"]
+        points = _at_k(metrics, family, n_tags)
         if points:
-            ks = sorted(points)
-            ax.plot(ks, [points[k] for k in ks], marker="o", label=f"{family}@k")
+            ax.plot(list(points), list(points.values()), marker="o", label=f"{family}@k")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.legend()
     fig.tight_layout()
     plt.close(fig)
     figs["pass_cons_vs_k"] = fig
+    return figs
+
+
+# The report's key metrics: accuracy, voting and mode diversity (coverage and distinct answers divided by N).
+KEY_METRICS = ("pass@1", "mean_acc", "cons@N", "pass@N", "coverage", "purity", "nmi")
+
+
+def _at_k(metrics: dict[str, float], family: str, n_tags: int) -> dict[int, float]:
+    points = {int(k.split("@")[1]): v for k, v in metrics.items()
+              if k.startswith(family + "@") and k.split("@")[1].isdigit()}
+    if f"{family}@N" in metrics:
+        points[n_tags] = metrics[f"{family}@N"]
+    return dict(sorted(points.items()))
+
+
+def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, list[dict]],
+                       n_tags: int) -> dict[str, Any]:
+    """The methods side by side: key metrics as grouped bars (coverage as a share of N), pass@k and cons@k
+    against k, and each method's tag x mode matrix of sampled generations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(table)
+    figs: dict[str, Any] = {}
+    keys = [k for k in KEY_METRICS if any(k in table[m] for m in methods)]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(keys), 3.2))
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        values = [table[m].get(k, np.nan) / (n_tags if k == "coverage" else 1) for k in keys]
+        ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, values, width, label=m)
+    ax.set_xticks(range(len(keys)), [f"{k}/N" if k == "coverage" else k for k in keys], rotation=20)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, ncol=len(methods))
+    ax.set_title("key metrics per method", fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    figs["metrics"] = fig
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+    for ax, family in zip(axes, ("pass", "cons")):
+        for m in methods:
+            points = _at_k(table[m], family, n_tags)
+            if points:
+                ax.plot(list(points), list(points.values()), marker="o", label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k")
+        ax.set_title(f"{family}@k", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    figs["pass_cons_vs_k"] = fig
+    tables = {m: tag_mode_table(details.get(m, [])) for m in methods}
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        t = tables[m]
+        cols = [c for c in t if c != "tag"]
+        data = np.array([t[c] for c in cols]).T if cols and t["tag"] else np.zeros((1, 1))
+        ax.imshow(data, cmap="Blues", aspect="auto")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(t["tag"])), [f"tag {x}" if x != "0" else "shared" for x in t["tag"]], fontsize=7)
+        ax.set_title(m, fontsize=9)
+    fig.suptitle("tag x mode (sampled generations)", fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    figs["tag_mode"] = fig
     return figs

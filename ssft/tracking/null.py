@@ -25,5 +25,8 @@ class NullTracker:
     def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
         pass
 
-    def register(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+    def log_comparison(self, methods: list[str], models_dir: Path, plots: list[Path]) -> None:
+        pass
+
+    def register(self, model_dir: Path, metrics: dict[str, float], question: str) -> dict[str, Any]:
         return {"registered": False}

@@ -8,13 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, DataType, Schema
 
 from ssft.tracking.runs import PIP_REQUIREMENTS, Tracker, dvc_data_hash, metric_name, registered_name
 
 log = logging.getLogger(__name__)
+# A prompt in (the question framed with a forking tag, as `ssft sample` prints it), the generated text out.
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec(DataType.string)]), outputs=Schema([ColSpec(DataType.string)]))
 
 
-def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+def input_example(tokenizer: Any, meta: dict[str, Any], question: str) -> str:
+    """What a caller sends the registered model: ``question`` in the trained prompt layout, with tag 1."""
+    from ssft.train.forking import PromptLayout, prompt_text
+
+    return prompt_text(tokenizer, PromptLayout.from_meta(meta), question, 1 if meta["method"] != "sft" else None)
+
+
+def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float], question: str) -> dict[str, Any]:
     """Log the SSFT model (tokenizer and tag list included) and register a new version of ssft-<task>.
 
     Alias ``candidate`` always moves to the new version; ``champion`` moves to it when its cons@N beats
@@ -27,9 +38,11 @@ def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float]) -> di
     rid = tracker.attach("ssft", model_dir)
     model, tokenizer, meta = models.load(model_dir)
     name = registered_name(tracker.cfg)
-    with mlflow.start_run(run_id=rid):
+    example = input_example(tokenizer, meta, question)
+    with tracker.child_run(rid, "register"):  # the training run keeps its duration
         info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model",
                                              task="text-generation", pip_requirements=PIP_REQUIREMENTS,
+                                             input_example=example, signature=SIGNATURE,
                                              metadata={"forking_tags": meta["tags"], "method": meta["method"]},
                                              registered_model_name=name, await_registration_for=60)
         mlflow.log_artifact(str(Path(model_dir) / models.TAGS_FILE), "model_extras")

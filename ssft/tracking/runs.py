@@ -1,13 +1,15 @@
-"""MLflow: one run per (pipeline run, method) with params, curves, assignment statistics, eval metrics, plots,
-and the model registry. The only module of ``ssft`` that imports mlflow.
+"""MLflow: one run per (pipeline run, method) whose duration is its training: params, curves, system metrics,
+assignment statistics; evaluate and register add child runs of their own. With ``ssft.tracking.registry``
+the only modules of ``ssft`` that import mlflow.
 
-Where things go: tracking URI from ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else
-``sqlite:///<project>/mlruns/mlflow.db`` with artifacts under ``<project>/mlruns/artifacts`` (absolute
-paths: Prefect runs, DVC temp experiments and tests each have another working directory).
+Where things go: tracking URI from ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the project's
+local store (``ssft.env.store_uri``: absolute paths, as Prefect runs, DVC temp experiments and tests each
+have another working directory).
 
 A run is found again by its tags: the train stage opens it (tag ``model_sha`` = hash of the weights it
-wrote), the evaluate and register stages attach to the run whose ``model_sha`` matches the model they read.
-MLflow metric names may not contain ``@``, so ``pass@1`` is logged as ``eval/pass_at_1``.
+wrote); evaluate and register attach to the run whose ``model_sha`` matches the model they read. They write
+to it only through the client (metrics, figures), never by reopening it, so its end time stays the end of
+training. MLflow metric names may not contain ``@``, so ``pass@1`` is logged as ``eval/pass_at_1``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
+from ssft import env
 from ssft.config import Config, ConfigError
-from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table
+from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table, to_image
 
 log = logging.getLogger(__name__)
-PIPELINE_ENV = "SSFT_PIPELINE_RUN_ID"  # set by the Prefect flow for the stages it runs
+SYSTEM_METRICS_INTERVAL_S = 5.0
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3"]
 
 
@@ -51,8 +54,31 @@ def tracking_uri(cfg: Config, root: Path) -> str:
         return cfg.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    (root / "mlruns").mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+    env.store_dir(root).mkdir(parents=True, exist_ok=True)
+    return env.store_uri(root)
+
+
+def ui_url(cfg: Config) -> str | None:
+    """Where a browser finds the runs: the tracking server itself, else the UI ``make up`` serves (``None``
+    for a local store with no UI known)."""
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")) and "@" not in uri:
+        return uri.rstrip("/")
+    return os.environ.get(env.MLFLOW_UI) or None
+
+
+def run_link(ui: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def runs_view_link(ui: str, experiment_id: str) -> str:
+    return f"{ui}/#/experiments/{experiment_id}/runs"
+
+
+def compare_link(ui: str, experiment_id: str, run_ids: list[str]) -> str:
+    from urllib.parse import quote
+
+    return f"{ui}/#/compare-runs?runs={quote(json.dumps(run_ids))}&experiments={quote(json.dumps([experiment_id]))}"
 
 
 def experiment_name(cfg: Config) -> str:
@@ -160,7 +186,7 @@ class Tracker:
             return exp.experiment_id
         uri = mlflow.get_tracking_uri()
         # Local stores get an absolute artifact root under mlruns/, so the UI server and direct clients agree.
-        root = Path(self.cfg.tracking.artifacts) if self.cfg.tracking.artifacts else self.root / "mlruns" / "artifacts"
+        root = Path(self.cfg.tracking.artifacts) if self.cfg.tracking.artifacts else env.artifact_root(self.root)
         location = root.resolve().as_uri() if uri.startswith("sqlite") else None
         try:
             return self.client.create_experiment(name, artifact_location=location)
@@ -177,12 +203,12 @@ class Tracker:
     def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[TrainingRun]:
         """A new run for training ``method``: params (``world_size``: processes of the job), lineage tags, the
         dataset as input. Under torchrun only rank 0 opens it."""
-        pipeline = os.environ.get(PIPELINE_ENV, "manual")
+        pipeline = os.environ.get(env.PIPELINE_RUN_ID, "manual")
         tags = {"method": method, "pipeline_run_id": pipeline, "git_commit": git_commit(self.root),
                 "dvc_data_md5": dvc_data_hash(self.root), "task": self.cfg.dataset_name,
                 "data_source": self.cfg.data.source, "checker": self.cfg.data.checker,
                 "base_model": self.cfg.model.checkpoint or "tiny",
-                "mlflow.runName": f"{method}-{pipeline[:8]}"}
+                "mlflow.runName": f"{method}-{pipeline[:8]}", "mlflow.note.content": self._description(method)}
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
         params = flat_params(self.cfg)
@@ -193,13 +219,21 @@ class Tracker:
         self.client.log_param(rid, "world_size", world_size)
         self._log_dataset(rid, train_file, tags["dvc_data_md5"])
         self._log_trace_stats(rid, Path(train_file).parent / "stats.json")
-        tr = TrainingRun(self.client, rid)
-        try:
-            yield tr
-        except BaseException:
-            self.client.set_terminated(rid, "FAILED")
-            raise
-        self.client.set_terminated(rid, "FINISHED")
+        # The run is active while training, so MLflow samples CPU, memory (and GPU) beside the curves; leaving
+        # the block ends it (FAILED on an exception).
+        if not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
+            mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+        mlflow.set_system_metrics_samples_before_logging(1)
+        with mlflow.start_run(run_id=rid, log_system_metrics=self.cfg.tracking.system_metrics):
+            yield TrainingRun(self.client, rid)
+
+    def _description(self, method: str) -> str:
+        """The run page's description: what ran it, with the Prefect flow run's link when there is one."""
+        url = os.environ.get(env.PIPELINE_RUN_URL)
+        origin = f"Prefect flow run [{os.environ.get(env.PIPELINE_RUN_ID)}]({url})" if url else \
+            "`dvc repro` / the `ssft` CLI"
+        return (f"**{method}** on {self.cfg.dataset_name}: trained by {origin}. Child runs `evaluate` (and "
+                "`register`) hold the later stages; their metrics and figures are copied here for Compare.")
 
     def _log_dataset(self, rid: str, path: Path, dvc_md5: str) -> None:
         from datasets import Dataset
@@ -230,29 +264,59 @@ class Tracker:
         rid = self._find(method, sha)
         if rid is None:
             rid = self.client.create_run(self.experiment_id, tags={
-                "method": method, "model_sha": sha, "pipeline_run_id": os.environ.get(PIPELINE_ENV, "manual"),
+                "method": method, "model_sha": sha, "pipeline_run_id": os.environ.get(env.PIPELINE_RUN_ID, "manual"),
                 "git_commit": git_commit(self.root), "mlflow.runName": f"{method}-eval"}).info.run_id
             self.client.set_terminated(rid, "FINISHED")
         return rid
 
+    @contextmanager
+    def child_run(self, parent: str, name: str) -> Iterator[str]:
+        """A run nested under ``parent`` for a later stage: its own duration, the parent's lineage tags."""
+        tags = {k: v for k, v in self.client.get_run(parent).data.tags.items()  # not model_sha: that finds the
+                if not k.startswith("mlflow.") and k != "model_sha"}                # parent (attach) only
+        tags |= {"mlflow.parentRunId": parent, "mlflow.runName": name, "stage": name}
+        with mlflow.start_run(run_id=self.client.create_run(self.experiment_id, tags=tags).info.run_id) as run:
+            yield run.info.run_id
+
     # -- evaluation -------------------------------------------------------------------------
     def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
-        """Every metric of metrics.json, per-tag figures and plots, into the model's run."""
+        """Every metric of metrics.json, figures and tables into a child run ``evaluate`` of the model's run;
+        the metrics and figures also onto the model's run itself (without reopening it), so the runs view and
+        Compare put the methods side by side."""
         rid = self.attach(method, model_dir)
         metrics = json.loads((Path(results_dir) / "metrics.json").read_text())
         details = [json.loads(line) for line in (Path(results_dir) / "details.jsonl").read_text().splitlines()]
-        self.client.log_batch(rid, metrics=[mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0)
-                                            for k, v in metrics.items()])
-        with mlflow.start_run(run_id=rid):
-            mlflow.log_dict(metrics, "eval/metrics.json")
-            for name, fig in eval_figures(metrics, details, self.cfg.ssft.num_tags).items():
-                mlflow.log_figure(fig, f"eval/{name}.png")
-            mlflow.log_table(tag_mode_table(details), "eval/tag_mode_counts.json")
+        batch = [mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0) for k, v in metrics.items()]
+        figures = eval_figures(metrics, details, self.cfg.ssft.num_tags)
+        with self.child_run(rid, "evaluate") as child:
+            for run_id in (child, rid):
+                self.client.log_batch(run_id, metrics=batch)
+                for name, fig in figures.items():
+                    self.client.log_figure(run_id, fig, f"eval/{name}.png")
+            self.client.log_dict(child, metrics, "eval/metrics.json")
+            self.client.log_table(child, tag_mode_table(details), "eval/tag_mode_counts.json")
+            self.client.log_artifact(child, str(Path(results_dir) / "details.jsonl"), "eval")
 
-    def register(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
+    def log_comparison(self, methods: list[str], models_dir: Path, plots: list[Path]) -> None:
+        """The report's cross-method figures into every method's run (``comparison/``): Compare shows them
+        side by side, and each run's page shows where it stands."""
+        for method in methods:
+            if (Path(models_dir) / method).is_dir():
+                rid = self.attach(method, Path(models_dir) / method)
+                for plot in plots:
+                    self.client.log_artifact(rid, str(plot), "comparison")
+
+    def pipeline_runs(self, pipeline_run_id: str) -> dict[str, str]:
+        """method -> its training run, for one Prefect flow run (the newest per method)."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.pipeline_run_id = '{pipeline_run_id}'",
+                                       order_by=["attributes.start_time ASC"])
+        return {r.data.tags["method"]: r.info.run_id for r in runs
+                if "method" in r.data.tags and "mlflow.parentRunId" not in r.data.tags}
+
+    def register(self, model_dir: Path, metrics: dict[str, float], question: str) -> dict[str, Any]:
         from ssft.tracking.registry import register
 
-        return register(self, model_dir, metrics)
+        return register(self, model_dir, metrics, question)
 
 
 class TrainingRun:
@@ -315,8 +379,9 @@ class MlflowTrainingCallback(TrainerCallback):
                                                         for k, v in values.items() if v is not None])
             counts = summary["tag_source_counts"]
             self.client.log_table(self.run_id, counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
-            self.client.log_figure(self.run_id, heatmap(counts, f"tag x source matches, epoch {e}", "source"),
-                                   f"match/tag_source_epoch{e:03d}.png")
+            # One image series with a step slider in the run's Artifacts/Images, not a file per epoch.
+            self.client.log_image(self.run_id, to_image(heatmap(counts, f"tag x source matches, epoch {e}", "source")),
+                                  key="match/tag_source", step=e)
         self.logged_epochs = len(history)
 
 

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -155,6 +156,7 @@ def choose_tags(method: str, ex: Example, num_tags: int, cost: np.ndarray | None
     """The tag (1-based; None = shared) each of the example's traces is trained under."""
     m = len(ex.completions)
     if method == "ssft":
+        assert cost is not None, "ssft assigns tags by the cost matrix"
         return [int(t) + 1 for t in assign(cost)]
     if method == "sft":
         return [None] * m
@@ -222,18 +224,25 @@ class StatsCallback(TrainerCallback, ExportableState):
 
 
 class ProgressLineCallback(TrainerCallback):
-    """One line per logging step, fixed key order: step, loss, lr, steps/s, tokens/s, host ms per micro-batch, ETA."""
+    """A progress line, fixed key order: step, loss, lr, steps/s, tokens/s, host ms per micro-batch, ETA. At the
+    first logging step, then at most every ``every_s`` seconds, and at the last step: MLflow gets every logging
+    step, the terminal a readable pace."""
 
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
+    def __init__(self, every_s: float = 15.0) -> None:
+        self.every_s = every_s
+        self.t0 = self.last = time.monotonic()
         self.step0 = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.t0, self.step0 = time.monotonic(), state.global_step
+        self.t0, self.last, self.step0 = time.monotonic(), float("-inf"), state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or "loss" not in (logs or {}):
             return
+        now = time.monotonic()
+        if now - self.last < self.every_s and state.global_step < state.max_steps:
+            return
+        self.last = now
         rate = (state.global_step - self.step0) / max(time.monotonic() - self.t0, 1e-9)
         eta = (state.max_steps - state.global_step) / max(rate, 1e-9)
         log.info("step %d/%d  loss %.4f  lr %.2e  %.2f steps/s  %.0f tok/s  host %.1f ms  ETA %dm%02ds",
@@ -372,27 +381,35 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def mixed_precision(cfg: Config) -> dict[str, bool]:
+class MixedPrecision(TypedDict):
+    bf16: bool
+    fp16: bool
+
+
+def mixed_precision(cfg: Config) -> MixedPrecision:
     """Trainer flags for model.dtype: autocast over float32 master weights, unless pure_dtype opts out."""
     m = cfg.model
     if m.dtype == "float16" and not torch.cuda.is_available():
         raise UserError("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
-    return {"bf16": m.dtype == "bfloat16" and not m.pure_dtype, "fp16": m.dtype == "float16" and not m.pure_dtype}
+    return MixedPrecision(bf16=m.dtype == "bfloat16" and not m.pure_dtype,
+                          fp16=m.dtype == "float16" and not m.pure_dtype)
 
 
 def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
     t = cfg.train
+    # Passed only when on: the argument's name is changing (activation_checkpointing) across 5.x releases.
+    checkpointing: dict[str, Any] = ({"gradient_checkpointing": True,
+                                      "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+                                     if t.gradient_checkpointing else {})
     return TrainingArguments(
         output_dir=str(ckpt_dir), max_steps=t.max_steps, per_device_train_batch_size=t.questions_per_step,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_steps, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm or None,
+        warmup_steps=t.warmup_steps, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=2, report_to="none",
         remove_unused_columns=False, restore_callback_states_from_checkpoint=True, seed=cfg.seed,
         data_seed=cfg.seed, disable_tqdm=True, **mixed_precision(cfg),
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False, dataloader_num_workers=0,
-        # Passed only when on: the argument's name is changing (activation_checkpointing) across 5.x releases.
-        **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
-           if t.gradient_checkpointing else {}),
+        **checkpointing,
     )
 
 

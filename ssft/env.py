@@ -1,0 +1,58 @@
+"""The environment the pipeline runs in, in one place: offline defaults, where the local MLflow store lives,
+and the variables that link a Prefect flow run, its stages and their MLflow runs.
+
+Python reads it directly (the CLI, the flow, the tests); the shell gets the same values from
+``python -m ssft.env`` (``scripts/env.sh`` evaluates its output). Imports nothing heavy: it runs before
+huggingface_hub reads ``HF_HUB_OFFLINE``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+# Nothing is ever downloaded and nothing phones home; a user's explicit setting still wins.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "DVC_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+
+PIPELINE_RUN_ID = "SSFT_PIPELINE_RUN_ID"    # the Prefect flow run a stage belongs to ("manual" outside a flow)
+PIPELINE_RUN_URL = "SSFT_PIPELINE_RUN_URL"  # its page in the Prefect UI
+MLFLOW_UI = "SSFT_MLFLOW_UI"                # where the MLflow UI answers, for links (`make up` sets it)
+
+
+def with_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with the offline defaults filled in where it does not set them."""
+    return {**OFFLINE, **environ}
+
+
+def apply() -> None:
+    """The offline defaults into this process's environment (explicit settings win)."""
+    for key, value in OFFLINE.items():
+        os.environ.setdefault(key, value)
+
+
+def store_dir(root: Path) -> Path:
+    """The local MLflow store of a project: ``<root>/mlruns`` (database ``mlflow.db``, ``artifacts/``)."""
+    return Path(root).resolve() / "mlruns"
+
+
+def store_uri(root: Path) -> str:
+    return f"sqlite:///{store_dir(root) / 'mlflow.db'}"
+
+
+def artifact_root(root: Path) -> Path:
+    return store_dir(root) / "artifacts"
+
+
+def shell(root: Path) -> str:
+    """``export`` lines for the shell: the offline defaults and the local store (already-set values win)."""
+    values = {**OFFLINE, "MLFLOW_TRACKING_URI": store_uri(root), "SSFT_MLFLOW_ARTIFACTS": str(artifact_root(root))}
+    return "\n".join(f'export {k}="${{{k}:-{v}}}"' for k, v in values.items())
+
+
+if __name__ == "__main__":
+    print(shell(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()))
