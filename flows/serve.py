@@ -23,11 +23,11 @@ SMOKE = {
 
 
 def main() -> None:
-    serve(
-        ssft.to_deployment(name="full", description="The whole pipeline on params.yaml, in this project."),
-        ssft.to_deployment(name="smoke", parameters={"params": SMOKE, "workspace": "scratch"},
-                           description="A tiny end-to-end run in a scratch copy (about 2 minutes)."),
-    )
+    full = ssft.to_deployment(name="full", description="The whole pipeline on params.yaml, in this project.")
+    smoke = ssft.to_deployment(name="smoke", parameters={"params": SMOKE, "workspace": "scratch"},
+                               description="A tiny end-to-end run in a scratch copy (about 2 minutes).")
+    # to_deployment is @sync_compatible, typed as "maybe a coroutine"; called synchronously it returns the value
+    serve(full, smoke)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

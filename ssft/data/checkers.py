@@ -36,7 +36,10 @@ MATH_TIMEOUT_S = 5
 
 
 class Checker(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The checker's name in params (``data.checker``)."""
+        ...
 
     def extract(self, text: str) -> str | None:
         """The normalised final answer of ``text``; None when there is none."""

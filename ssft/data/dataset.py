@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ssft import atomic
 from ssft.config import Config
@@ -61,6 +62,7 @@ def splits(cfg: Config) -> dict[str, list[dict]]:
         task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
         return synthetic.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed,
                                           cfg.traces.strategies or None)
+    assert d.path is not None, "config validation requires data.path for import and generate"
     if d.source == "import":
         rows = importer.read_traces(Path(d.path), d.columns)
         questions = list({r["question_id"]: {k: r[k] for k in ("question_id", "question", "answer")}
@@ -84,8 +86,8 @@ def build(cfg: Config, out: Path) -> dict:
         raise traces.TraceDataError(
             f"{cfg.dataset_name}: no training question kept 2 or more traces (per source: {report['per_source']}); "
             f"check data.checker={cfg.data.checker!r} against the answers, or the teachers' output")
-    stats = {"source": cfg.data.source, "checker": cfg.data.checker, "train": report,
-             "eval": {"questions": len({r["question_id"] for r in rows["eval"]})}}
+    stats: dict[str, Any] = {"source": cfg.data.source, "checker": cfg.data.checker, "train": report,
+                             "eval": {"questions": len({r["question_id"] for r in rows["eval"]})}}
     train_rows = [{"question_id": q.question_id, "question": q.question, "answer": q.answer, "trace": t,
                    "source": s, "mode": m} for q in kept for t, s, m in zip(q.traces, q.sources, q.modes)]
     tmp = atomic.temp_path(out)

@@ -150,6 +150,8 @@ def _ordered(qid: str, gens: Sequence[Generation], n_tags: int, tagged: bool) ->
         return sorted(gens, key=lambda g: g.sample)
     by_tag: dict[int, list[Generation]] = defaultdict(list)
     for g in gens:
+        if g.tag is None:
+            raise ValueError(f"question {qid!r} has an untagged generation, expected tags 1..{n_tags}")
         by_tag[g.tag].append(g)
     if set(by_tag) != set(range(1, n_tags + 1)):
         raise ValueError(f"question {qid!r} has tags {sorted(by_tag)}, expected 1..{n_tags}")

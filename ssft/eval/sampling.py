@@ -56,9 +56,9 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             ids[k, width - len(p):], mask[k, width - len(p):] = torch.tensor(list(p)), 1
         kwargs = {"do_sample": False} if temperature is None else {
             "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-        seqs = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                              max_new_tokens=max_new_tokens, num_return_sequences=n,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=stops, **kwargs)
+        seqs = model.generate(  # type: ignore[operator]  # causal LMs have GenerationMixin; PreTrainedModel does not
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+            num_return_sequences=n, pad_token_id=tokenizer.pad_token_id, eos_token_id=stops, **kwargs)
         new = seqs[:, width:].tolist()
         for k in range(len(chunk)):
             out.append([_sample(tokenizer, new[k * n + s], stops) for s in range(n)])
@@ -67,4 +67,6 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
 
 def _sample(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: Sequence[int]) -> Sample:
     end = cut(ids, stops)
-    return Sample(tokenizer.decode(ids[:end], skip_special_tokens=True), end)
+    text = tokenizer.decode(ids[:end], skip_special_tokens=True)
+    assert isinstance(text, str)  # one sequence decodes to one string
+    return Sample(text, end)

@@ -32,9 +32,10 @@ def add_lora(model: PreTrainedModel, cfg: ModelConfig, tag_ids: list[int]) -> Pr
     total = sum(p.numel() for p in wrapped.parameters())
     log.info("LoRA rank %d on %s: %.2fM of %.2fM parameters train", cfg.lora_rank, cfg.lora_targets,
              trainable / 1e6, total / 1e6)
-    return wrapped
+    return wrapped  # type: ignore[return-value]  # a PeftModel forwards the rest to the model it wraps
 
 
 def merged(model: PreTrainedModel) -> PreTrainedModel:
     """The plain model with any LoRA adapters (and trained tag rows) folded into its weights."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    merge = getattr(model, "merge_and_unload", None)
+    return merge() if merge is not None else model

@@ -162,7 +162,8 @@ def _compute_dtype(h: torch.Tensor) -> torch.dtype:
 
 def _post_processes_logits(core: nn.Module) -> bool:
     cfg = getattr(core, "config", None)
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    text_config = getattr(cfg, "get_text_config", None)
+    cfg = text_config() if text_config is not None else cfg
     return bool(getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None))
 
 
@@ -170,7 +171,8 @@ def _post_processes_logits(core: nn.Module) -> bool:
 def _head_replaced(core: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Swap ``lm_head.forward`` for one call. The module and its parameters stay where they are, so state
     dicts, DDP's gradient hooks and FSDP's unsharding around the head all work as usual."""
-    head = core.get_output_embeddings()
+    # An HF model's method; nn.Module types it as Tensor | Module
+    head = core.get_output_embeddings()  # type: ignore[operator]
     previous = head.__dict__.get("forward")  # e.g. an accelerate offload hook
     head.forward = forward
     try:
@@ -188,10 +190,11 @@ def _linear_weights(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]
         return head.weight, head.bias
     head = getattr(head, "token_adapter", head)  # peft's TrainableTokensWrapper -> its TrainableTokensLayer
     base = getattr(head, "base_layer", None)
-    if type(base) is nn.Linear and hasattr(head, "get_merged_weights"):  # peft's trainable tag rows on a tied head
+    merged_weights = getattr(head, "get_merged_weights", None)
+    if type(base) is nn.Linear and merged_weights is not None:  # peft's trainable tag rows on a tied head
         if head.disable_adapters or head.merged or not head.active_adapters:
             return base.weight, base.bias
-        return head.get_merged_weights(head.active_adapters), base.bias
+        return merged_weights(head.active_adapters), base.bias
     return None
 
 
@@ -207,14 +210,16 @@ def _run(model: nn.Module, core: nn.Module, ids: torch.Tensor, mask: torch.Tenso
          reduce: bool, kernel: str, **model_kwargs: object) -> torch.Tensor:
     if _post_processes_logits(core) or core.__dict__.get("_ssft_plain_logits"):
         return _plain(model, ids, mask, targets, reduce, **model_kwargs)
-    head = core.get_output_embeddings()
+    # An HF model's method; nn.Module types it as Tensor | Module
+    head = core.get_output_embeddings()  # type: ignore[operator]
     produced: list[torch.Tensor] = []
 
     def forward(hidden: torch.Tensor) -> torch.Tensor:                      # (B, T, H)
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, targets.positions)             # (K, H)
         weights = _linear_weights(head)  # read inside the call: FSDP has unsharded it, peft's rows are current
         if weights is None:  # e.g. a quantized head: its own forward, on the selected rows only
-            vocab = core.get_input_embeddings().weight.shape[0]
+            # An HF model's method; nn.Module types it as Tensor | Module
+            vocab = core.get_input_embeddings().weight.shape[0]  # type: ignore[operator]
             out = _selected_rows(type(head).forward.__get__(head), h, targets.tokens, reduce, _rows_per_chunk(vocab))
         else:
             dtype = _compute_dtype(hidden)

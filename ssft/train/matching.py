@@ -99,7 +99,8 @@ def score_batch(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefi
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
     # transformers renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40).
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps the forward
+    unwrap = getattr(model, "get_base_model", None)  # peft wraps the forward
+    base = unwrap() if unwrap is not None else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 

@@ -48,10 +48,13 @@ def tiny_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) 
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
         intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_length or 4096,
         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, attn_implementation=cfg.attn_implementation,
+        pad_token_id=tokenizer.pad_token_id,
+        # A PreTrainedConfig kwarg LlamaConfig's signature omits
+        attn_implementation=cfg.attn_implementation,  # type: ignore[call-arg]
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config).to(master_dtype(cfg))
+    # Transformers' @wraps(Module.to) hides self from mypy
+    return LlamaForCausalLM(config).to(master_dtype(cfg))  # type: ignore[arg-type]
 
 
 def init_tag_embeddings(model: PreTrainedModel, new_ids: list[int], n_old: int, how: str) -> None:
@@ -64,7 +67,9 @@ def init_tag_embeddings(model: PreTrainedModel, new_ids: list[int], n_old: int, 
         return
     with torch.no_grad():
         for emb in {id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e}.values():
-            emb.weight[new_ids] = emb.weight[:n_old].mean(dim=0, keepdim=True).to(emb.weight.dtype)
+            w = emb.weight
+            assert isinstance(w, torch.Tensor)
+            w[new_ids] = w[:n_old].mean(dim=0, keepdim=True).to(w.dtype)
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
@@ -85,6 +90,7 @@ def prompt_layout(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, n_tags: 
 
 def pretrained_model(cfg: ModelConfig, n_tags: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a local checkpoint (never the hub) and add the forking tokens it lacks."""
+    assert cfg.checkpoint, "build() loads a pretrained model only when model.checkpoint is set"
     path = Path(cfg.checkpoint)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"model.checkpoint={cfg.checkpoint!r}: no config.json there; "
@@ -101,9 +107,13 @@ def pretrained_model(cfg: ModelConfig, n_tags: int) -> tuple[PreTrainedModel, Pr
     add_tags(tokenizer, layout.all_tags)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=master_dtype(cfg),
                                                  attn_implementation=cfg.attn_implementation)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+    rows = model.get_input_embeddings().weight
+    assert isinstance(rows, torch.Tensor)
+    if len(tokenizer) > rows.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    init_tag_embeddings(model, tokenizer.convert_tokens_to_ids(new), n_old, cfg.tag_init)
+    new_ids = tokenizer.convert_tokens_to_ids(new)
+    assert isinstance(new_ids, list)  # a list of tokens gives a list of ids
+    init_tag_embeddings(model, new_ids, n_old, cfg.tag_init)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -131,7 +141,8 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, 
     tmp = temp_path(out)
     shutil.rmtree(tmp, ignore_errors=True)
     if state_dict is None:  # the model is converted in place
-        model.to(DTYPES[dtype]).save_pretrained(tmp)
+        # Transformers' @wraps(Module.to) hides self from mypy
+        model.to(DTYPES[dtype]).save_pretrained(tmp)  # type: ignore[arg-type]
     else:  # gathered from FSDP shards: the model's own tensors are shards, so save these instead
         model.save_pretrained(tmp, state_dict={k: v.to(DTYPES[dtype]) for k, v in state_dict.items()})
     tokenizer.save_pretrained(tmp)

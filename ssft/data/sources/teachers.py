@@ -260,7 +260,8 @@ def load_hf(path: str) -> tuple[Any, Any, list[int]]:
     # GPU: the checkpoint's own dtype; CPU: float32, as bf16 matmuls are slow there.
     dtype = {} if cuda else {"dtype": torch.float32}
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **dtype)
-    model.to("cuda" if cuda else "cpu").eval()
+    # Transformers' @wraps(Module.to) hides self from mypy
+    model.to("cuda" if cuda else "cpu").eval()  # type: ignore[arg-type]
     gen = model.generation_config.eos_token_id if model.generation_config is not None else None
     ids = [tok.eos_token_id, *(gen if isinstance(gen, (list, tuple)) else [gen])]
     return model, tok, list(dict.fromkeys(i for i in ids if i is not None))

@@ -1,6 +1,7 @@
 """Synthetic task families, by name: ``get_task("add4", marked=True)``."""
 
 import inspect
+from typing import Any
 
 from ssft.data.tasks.add4 import Add4
 from ssft.data.tasks.base import Problem, Task, extract_answer
@@ -10,7 +11,7 @@ from ssft.errors import UserError
 TASKS: dict[str, type[Task]] = {"add4": Add4, "mult": Mult}
 
 
-def get_task(name: str, **options: object) -> Task:
+def get_task(name: str, **options: Any) -> Task:
     if name not in TASKS:
         raise UserError(f"task.name={name!r} is not a task; choose one of {sorted(TASKS)}")
     try:

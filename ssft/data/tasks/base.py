@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from ssft.errors import UserError
@@ -124,7 +126,7 @@ class Task(ABC):
             self.classify(problem, t) == s for s, t in zip(self.strategies, traces)
         )
 
-    def problems(self, n: int, seed: int, exclude: set[str] = frozenset()) -> list[Problem]:
+    def problems(self, n: int, seed: int, exclude: AbstractSet[str] = frozenset()) -> list[Problem]:
         """``n`` distinct clean problems, none of whose ids is in ``exclude`` (held-out stays held out)."""
         rng = random.Random(seed)
         seen: set[str] = set(exclude)
@@ -143,7 +145,7 @@ class Task(ABC):
         )
 
 
-def steps_match(steps: list[Step] | None, pattern: list[tuple[tuple[object, ...], str]]) -> bool:
+def steps_match(steps: list[Step] | None, pattern: Sequence[tuple[tuple[object, ...], str]]) -> bool:
     """Whether parsed steps follow ``pattern``: per step, the operands and the operator string.
 
     An operand in the pattern is an int (a question number) or ``("r", i)``: the result *written*

@@ -36,7 +36,7 @@ class Mult(Task):
     def solve(self, operands: tuple[int, ...]) -> int:
         return operands[0] * operands[1]
 
-    def _patterns(self, operands: tuple[int, ...]) -> dict[str, list[tuple[tuple[object, ...], str]]]:
+    def _patterns(self, operands: tuple[int, ...]) -> dict[str, list[tuple[tuple[int | tuple[str, int], ...], str]]]:
         a, b = operands
         a1, a0, b1, b0 = a - a % 10, a % 10, b - b % 10, b % 10
         up = b1 + 10
