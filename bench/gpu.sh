@@ -5,8 +5,8 @@
 # dvc: none of those is needed here. Wheels in .whl/ (e.g. liger-kernel) are installed first when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false \
-       HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+eval "$(python3 -m ssft.env "$PWD")"   # offline defaults (ssft/env.py)
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PYTHONPATH"

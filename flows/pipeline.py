@@ -188,7 +188,8 @@ def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
     from ssft.tracking.runs import Tracker, compare_link, run_link, runs_view_link, ui_url
 
     tracker = Tracker(cfg, workspace)
-    runs = tracker.pipeline_runs(str(flow_run.get_id() or "local"))
+    found = tracker.pipeline_runs(str(flow_run.get_id() or "local"))
+    runs = {m: found[m] for m in cfg.train.methods if m in found}  # in params order, whichever finished first
     ui, eid = ui_url(cfg), tracker.experiment_id
     if ui is None:
         return (f"MLflow: experiment `{tracker.experiment_id}`, runs {runs}; see them with "

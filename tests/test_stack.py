@@ -79,11 +79,24 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
 
         assert re.search(r"step \d+/\d+ +loss [\d.]+", run.stdout), run.stdout[-2000:]
         assert run.stdout.strip().splitlines()[-1].endswith(": Completed"), run.stdout[-2000:]
-        client = mlflow.MlflowClient(f"http://127.0.0.1:{env['MLFLOW_PORT']}")
+        ui = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+        client = mlflow.MlflowClient(ui)
         exp = client.get_experiment_by_name("ssft-smoke")
-        runs = client.search_runs([exp.experiment_id])
+        runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
         assert {r.data.tags["method"] for r in runs} == {"ssft", "sft", "random"}
         assert all("eval/cons_at_N" in r.data.metrics and "train/loss" in r.data.metrics for r in runs)
+        # the run links back to its Prefect flow run; the terminal ends with links into MLflow that answer
+        note = runs[0].data.tags["mlflow.note.content"]
+        assert f"(http://127.0.0.1:{env['PREFECT_PORT']}/flow-runs/flow-run/" in note, note
+        assert f"MLflow runs view: {ui}/#/experiments/{exp.experiment_id}/runs" in run.stdout, run.stdout[-3000:]
+        assert f"MLflow Compare (ssft, sft, random): {ui}/#/compare-runs?runs=" in run.stdout
+        import urllib.request
+
+        figure = re.search(rf"\(({re.escape(ui)}/get-artifact\?path=comparison%2Fmetrics.png&run_uuid=\w+)\)",
+                           run.stdout)
+        assert figure, run.stdout[-3000:]
+        with urllib.request.urlopen(figure.group(1), timeout=30) as r:
+            assert r.status == 200 and r.read(8) == b"\x89PNG\r\n\x1a\n", "the figure the Prefect artifact shows"
         assert not client.search_registered_models("name = 'ssft-smoke'"), "the smoke run stays out of the registry"
         keys = subprocess.run(["bash", "-c", ". scripts/env.sh && prefect artifact ls"], cwd=repo,
                               env={**env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60).stdout
