@@ -126,3 +126,17 @@ def test_a_tracking_server_that_is_down_fails_in_seconds_with_one_line(tmp_path:
     assert time.monotonic() - t0 < 15
     assert f"MLflow at http://***@127.0.0.1:{port} is not answering" in caplog.text and "secret" not in caplog.text
     assert not (tmp_path / "ck").exists() and not (tmp_path / "m").exists()
+
+
+def test_runs_are_named_after_what_ran_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Prefect flow run's id, a DVC experiment's name (`dvc exp run` sets DVC_EXP_NAME), else a manual run."""
+    from ssft.tracking.runs import pipeline_run, run_label
+
+    monkeypatch.delenv("SSFT_PIPELINE_RUN_ID", raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "sappy-gaby")
+    assert (pipeline_run(), run_label(pipeline_run())) == ("dvc-exp:sappy-gaby", "sappy-gaby")
+    monkeypatch.setenv("SSFT_PIPELINE_RUN_ID", "054b3e50-d575-4c38")
+    assert (pipeline_run(), run_label(pipeline_run())) == ("054b3e50-d575-4c38", "054b3e50")
+    monkeypatch.delenv("SSFT_PIPELINE_RUN_ID")
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert pipeline_run() == "manual" and run_label("manual") != "manual"

@@ -81,6 +81,22 @@ def compare_link(ui: str, experiment_id: str, run_ids: list[str]) -> str:
     return f"{ui}/#/compare-runs?runs={quote(json.dumps(run_ids))}&experiments={quote(json.dumps([experiment_id]))}"
 
 
+def pipeline_run() -> str:
+    """What ran this stage: a Prefect flow run (its id), a DVC experiment (``dvc-exp:<name>``), else ``manual``."""
+    if os.environ.get(env.PIPELINE_RUN_ID):
+        return os.environ[env.PIPELINE_RUN_ID]
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stages it runs
+        return f"dvc-exp:{os.environ['DVC_EXP_NAME']}"
+    return "manual"
+
+
+def run_label(pipeline: str) -> str:
+    """The run name's suffix: the DVC experiment's name, a flow run's short id, or when a manual run started."""
+    if pipeline.startswith("dvc-exp:"):
+        return pipeline.removeprefix("dvc-exp:")
+    return pipeline[:8] if pipeline != "manual" else time.strftime("%m%d-%H%M%S")
+
+
 def experiment_name(cfg: Config) -> str:
     return cfg.tracking.experiment or f"ssft-{_mlflow_safe(cfg.dataset_name)}"
 
@@ -203,12 +219,12 @@ class Tracker:
     def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[TrainingRun]:
         """A new run for training ``method``: params (``world_size``: processes of the job), lineage tags, the
         dataset as input. Under torchrun only rank 0 opens it."""
-        pipeline = os.environ.get(env.PIPELINE_RUN_ID, "manual")
+        pipeline = pipeline_run()
         tags = {"method": method, "pipeline_run_id": pipeline, "git_commit": git_commit(self.root),
                 "dvc_data_md5": dvc_data_hash(self.root), "task": self.cfg.dataset_name,
                 "data_source": self.cfg.data.source, "checker": self.cfg.data.checker,
                 "base_model": self.cfg.model.checkpoint or "tiny",
-                "mlflow.runName": f"{method}-{pipeline[:8]}", "mlflow.note.content": self._description(method)}
+                "mlflow.runName": f"{method}-{run_label(pipeline)}", "mlflow.note.content": self._description(method)}
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
         params = flat_params(self.cfg)
@@ -264,7 +280,7 @@ class Tracker:
         rid = self._find(method, sha)
         if rid is None:
             rid = self.client.create_run(self.experiment_id, tags={
-                "method": method, "model_sha": sha, "pipeline_run_id": os.environ.get(env.PIPELINE_RUN_ID, "manual"),
+                "method": method, "model_sha": sha, "pipeline_run_id": pipeline_run(),
                 "git_commit": git_commit(self.root), "mlflow.runName": f"{method}-eval"}).info.run_id
             self.client.set_terminated(rid, "FINISHED")
         return rid
