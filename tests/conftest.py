@@ -6,7 +6,7 @@ import os
 
 from ssft import env
 
-env.apply()  # before transformers reads HF_HUB_OFFLINE
+os.environ.update(env.with_defaults(os.environ))  # before transformers reads HF_HUB_OFFLINE
 
 from collections.abc import Sequence
 from pathlib import Path
