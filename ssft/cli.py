@@ -156,7 +156,7 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft.train.forking import PromptLayout, prompt_ids, prompt_text
 
     model, tokenizer, meta = models.load(Path(args.model))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to("cuda" if torch.cuda.is_available() else "cpu")  # type: ignore[arg-type]  # transformers' decorated .to()
     layout = PromptLayout.from_meta(meta)
     n = int(meta["num_tags"])
     if meta["method"] == "sft":
@@ -165,11 +165,12 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         tags = list(range(1, n + 1))
     else:
         try:
-            tags = [int(t) for t in args.tags.split(",")]
+            numbers = [int(t) for t in args.tags.split(",")]
         except ValueError:
             raise UserError(f"--tags {args.tags!r}: use all or numbers such as 1,3") from None
-        if not all(1 <= t <= n for t in tags):
+        if not all(1 <= t <= n for t in numbers):
             raise UserError(f"--tags {args.tags!r}: this model has tags 1..{n}")
+        tags = list(numbers)
     torch.manual_seed(cfg.seed)
     outs = generate(model, tokenizer, [prompt_ids(tokenizer, layout, args.question, t) for t in tags], 1,
                     args.temperature or None, max_new_tokens=args.max_new_tokens)

@@ -228,7 +228,7 @@ def _section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
     for key in raw:
         if key not in fields:
             errors.append(f"{name}.{key}: unknown setting; known: {', '.join(fields)}")
-    kwargs = {k: _coerce(v, fields[k].type, f"{name}.{k}", errors) for k, v in raw.items() if k in fields}
+    kwargs = {k: _coerce(v, str(fields[k].type), f"{name}.{k}", errors) for k, v in raw.items() if k in fields}
     return cls(**kwargs)
 
 

@@ -138,7 +138,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     t0 = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer, meta = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() hides torch's signature
     layout = PromptLayout.from_meta(meta)  # tags.json: the exact tags and layout training used
     n = meta["num_tags"]
     questions = traces.load_questions(eval_file)

@@ -64,7 +64,7 @@ def register(tracker: Tracker, model_dir: Path, metrics: dict[str, float], quest
     promoted = cons > champ_cons
     if promoted:
         tracker.client.set_registered_model_alias(name, "champion", str(version))
-    champion = version if promoted else int(champ.version)
+    champion = version if promoted or champ is None else int(champ.version)
     log.info("registered %s v%d (cons@N %.3f); champion: v%d", name, version, cons, champion)
     return {"registered": True, "name": name, "version": version, "cons@N": cons, "champion": champion,
             "promoted": promoted, "run_id": rid}

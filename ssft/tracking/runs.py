@@ -207,7 +207,10 @@ class Tracker:
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # created concurrently by another stage
-            return self.client.get_experiment_by_name(name).experiment_id
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     # -- runs ------------------------------------------------------------------------------
     def _find(self, method: str, sha: str) -> str | None:
@@ -253,10 +256,11 @@ class Tracker:
 
     def _log_dataset(self, rid: str, path: Path, dvc_md5: str) -> None:
         from datasets import Dataset
+        from mlflow.data.huggingface_dataset import from_huggingface
 
         ds = Dataset.from_parquet(str(path), keep_in_memory=True)
         digest = dvc_md5 if dvc_md5 != "none" else hashlib.md5(Path(path).read_bytes()).hexdigest()
-        dataset = mlflow.data.from_huggingface(ds, path=str(Path(path).resolve()), name="traces", digest=digest[:36])
+        dataset = from_huggingface(ds, path=str(Path(path).resolve()), name="traces", digest=digest[:36])
         with mlflow.start_run(run_id=rid):
             mlflow.log_input(dataset, context="training")
 
