@@ -11,31 +11,60 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import timedelta
+from typing import Any
 
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
 from prefect.client.schemas.sorting import LogSort
 from prefect.deployments import arun_deployment
 
 POLL_S = 2.0
+FINAL_QUIET_POLLS = 3  # Prefect ships log lines in batches every ~2 s
+LATE_S = 30            # a line may arrive this long after a later-stamped one (workers batch independently)
+PAGE = 200
+
+
+async def new_logs(client: Any, run_id: Any, since: Any, seen: set) -> list:
+    """The flow run's log lines not printed yet, oldest first (read from ``since``, deduplicated by id)."""
+    flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]),
+                    timestamp=LogFilterTimestamp(after_=since) if since else None)
+    out, offset = [], 0
+    while True:
+        page = await client.read_logs(flt, offset=offset, limit=PAGE, sort=LogSort.TIMESTAMP_ASC)
+        out += [log for log in page if log.id not in seen]
+        if len(page) < PAGE:
+            break
+        offset += PAGE
+    seen.update(log.id for log in out)
+    return out
 
 
 async def follow(deployment: str, params: dict) -> int:
     run = await arun_deployment(deployment, parameters={"params": params} if params else None, timeout=0)
     print(f"flow run {run.name} ({run.id}) of {deployment}", flush=True)
-    seen = 0
+    seen: set = set()
+    since = None
+    quiet = 0
     async with get_client() as client:
         while True:
             state = (await client.read_flow_run(run.id)).state
-            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
-                                          offset=seen, sort=LogSort.TIMESTAMP_ASC)
+            logs = await new_logs(client, run.id, since, seen)
             for log in logs:
                 print(log.message, flush=True)
-            seen += len(logs)
-            if state is not None and state.is_final() and not logs:  # final, and every line printed
-                print(f"flow run {run.name}: {state.name}", flush=True)
-                return 0 if state.is_completed() else 1
+            if logs:
+                since = logs[-1].timestamp - timedelta(seconds=LATE_S)
+            quiet = 0 if logs else quiet + 1
+            # Lines reach the server in batches, after the state may have turned final: stop after quiet polls.
+            if state is not None and state.is_final() and quiet >= FINAL_QUIET_POLLS:
+                if state.is_completed():
+                    print(f"flow run {run.name}: {state.name}", flush=True)
+                    return 0
+                # the reason in one line, last, e.g. "... ConfigError: train.max_step: unknown setting; known: ..."
+                reason = " ".join(line.strip() for line in (state.message or "no message").splitlines())
+                print(f"flow run {run.name}: {state.name}: {reason}", flush=True)
+                return 1
             await asyncio.sleep(POLL_S)
 
 

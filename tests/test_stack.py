@@ -102,6 +102,11 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
                               env={**env, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60).stdout
         assert "ssft-smoke-summary" in keys and "ssft-summary" not in keys, keys
         assert not list((repo / ".prefect" / "workspaces").glob("*")), "the scratch workspace is cleaned up"
+        # a misspelled flow parameter: the run fails and the terminal's last line says which key and the fix
+        bad = subprocess.run(["bash", "-c", ". scripts/env.sh && python -m flows.watch ssft/smoke --param "
+                              "train.max_step=5"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        last = bad.stdout.strip().splitlines()[-1]
+        assert bad.returncode == 1 and ": Failed: " in last and "train.max_step" in last, bad.stdout[-2000:]
     finally:
         down = subprocess.run(["scripts/down.sh"], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
