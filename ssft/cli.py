@@ -133,7 +133,8 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
     tracker = _tracker(cfg, args)  # first: a tracking server that is down fails in seconds, before any work
     with atomic.exclusive(out):
-        evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet")
+        evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet",
+                 Path(args.traces) / "val.parquet")
     tracker.log_eval(args.method, model_dir, out)
 
 

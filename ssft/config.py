@@ -62,6 +62,8 @@ class DataConfig:
     path: str | None = _f(None, "import: trace file (.jsonl/.json/.parquet/.csv) or save_to_disk directory; "
                           "generate: questions file (question, answer); keep it under data/raw (dvc add)")
     eval_path: str | None = _f(None, "held-out evaluation questions in their own file; null = data.eval_share")
+    val_share: float = _f(0.05, "share of the training questions set aside (seeded hash) to choose the "
+                                "single-sample tag (pass@1_val_tag); 0 = none")
     eval_share: float = _f(0.1, "share of questions held out for evaluation, split by a seeded hash of the "
                            "question id (import/generate without data.eval_path)")
     checker: str = _f("int", "answer check: int (trailing #<int>) | math (math-verify: \\boxed{}, LaTeX, numbers) | "
@@ -83,6 +85,8 @@ class TaskConfig:
 class TracesConfig:
     train_questions: int = _f(800, "training questions (each gets one trace per strategy)")
     eval_questions: int = _f(500, "held-out evaluation questions, never seen in training")
+    val_questions: int = _f(100, "validation questions, never trained or evaluated: they choose the single-sample "
+                                 "tag (pass@1_val_tag); 0 = none")
     strategies: list = _f([], "subset of the task's strategies to use as traces; [] = all")
 
 
@@ -243,6 +247,8 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (d.source != "generate" or bool(d.teachers), "data.teachers",
          "data.source=generate needs at least one teacher"),
         (0 < d.eval_share < 1, "data.eval_share", "use a share between 0 and 1, e.g. 0.1"),
+        (0 <= d.val_share < 1, "data.val_share", "use a share between 0 and 1, e.g. 0.05 (0 = no validation)"),
+        (cfg.traces.val_questions >= 0, "traces.val_questions", "use >= 0 (0 = no validation)"),
         (d.checker in CHECKERS, "data.checker", f"use one of {', '.join(CHECKERS)}"),
         (cfg.traces.train_questions >= 1, "traces.train_questions", "use >= 1"),
         (cfg.traces.eval_questions >= 1, "traces.eval_questions", "use >= 1"),

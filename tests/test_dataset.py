@@ -14,7 +14,9 @@ N_QUESTIONS = 24
 
 
 def _cfg(path: Path, **over: object):  # noqa: ANN202
-    return tiny_cfg(**{"data.source": "import", "data.path": str(path), "data.checker": "math", **over})
+    # validation off unless a test asks: the counts below are train + eval
+    return tiny_cfg(**{"data.source": "import", "data.path": str(path), "data.checker": "math", "data.val_share": 0,
+                       **over})
 
 
 def _built(tmp_path: Path, path: Path, **over: object) -> tuple[dict, list[dict], list[dict]]:
@@ -40,6 +42,16 @@ def test_s1k_file_is_imported_checked_counted_and_split(tmp_path: Path) -> None:
     assert sum(c["kept"] for c in per.values()) == len(train) == stats["train"]["traces"]
     assert {r["source"] for r in train} == set(TEACHER_STYLES) and all(r["mode"] is None for r in train)
     assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
+
+
+def test_validation_questions_are_neither_trained_nor_evaluated(tmp_path: Path) -> None:
+    stats, train, evals = _built(tmp_path, write_s1k(tmp_path / "raw" / "s1k.jsonl", N_QUESTIONS),
+                                 **{"data.val_share": 0.3})
+    val = traces.read_rows(tmp_path / "out" / "val.parquet")
+    train_q, eval_q, val_q = ({r["question_id"] for r in rows} for rows in (train, evals, val))
+    assert val_q and not val_q & train_q and not val_q & eval_q and all(r["trace"] == "" for r in val)
+    assert len(train_q | eval_q | val_q) + stats["train"]["dropped_questions"] == N_QUESTIONS
+    assert stats["val"]["questions"] == len(val_q)
 
 
 def test_the_split_is_seeded_and_stable(tmp_path: Path) -> None:

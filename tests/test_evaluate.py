@@ -6,13 +6,12 @@ from pathlib import Path
 import pytest
 from conftest import tiny_cfg
 
-from ssft.eval import metrics
-from ssft.eval.evaluate import _as_generations, evaluate
+from ssft.eval.evaluate import evaluate
 from ssft.eval.report import write_report
 from ssft.train.trainer import run_stage
 
-KEYS = {"pass@1", "pass@1_best_tag", "cons@N", "cons@N_ties", "pass@N", "coverage", "purity", "nmi", "blended",
-        "cons@8", "pass@8", "mean_acc"}
+KEYS = {"pass@1", "pass@1_best_tag", "pass@1_val_tag", "dead_tags", "cons@N", "cons@N_ties", "pass@N", "coverage",
+        "purity", "nmi", "blended", "cons@8", "pass@8", "pass@1_tag1"}
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +22,12 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("eval")
     cfg = tiny_cfg(**{"eval.ks": [2, 8]})
-    for split, rows in synthetic.synthetic_splits(get_task("add4", marked=True), 32, 8, 0).items():
+    for split, rows in synthetic.synthetic_splits(get_task("add4", marked=True), 32, 8, 0, n_val=8).items():
         traces.write(rows, root / "data" / f"{split}.parquet")
     for method in ("ssft", "sft"):
         run_stage(cfg, method, root / "data" / "train.parquet", root / "models" / method, root / "ckpt" / method)
-        evaluate(cfg, root / "models" / method, root / "data" / "eval.parquet", root / "results" / method)
+        evaluate(cfg, root / "models" / method, root / "data" / "eval.parquet", root / "results" / method,
+                 val_file=root / "data" / "val.parquet")
     return root
 
 
@@ -48,13 +48,102 @@ def test_outputs_and_keys(evaluated: Path, method: str, greedy_per_q: int) -> No
         assert m.get("acc_tag1") is not None
 
 
+def _recompute(rows: list[dict], n: int) -> dict[str, float]:
+    """pass@1, per-tag accuracy, cons@N and coverage straight from details rows, written independently of
+    ssft.eval.metrics: a round is the n samples with the same index (tagged: one per tag) or n consecutive
+    sample indices (untagged); the vote needs a unique most common answer; gold = a correct row's answer."""
+    from collections import Counter
+    from statistics import mean
+
+    by_q: dict[str, list[dict]] = {}
+    for r in rows:
+        by_q.setdefault(r["question_id"], []).append(r)
+    out = {"pass@1": mean(mean(r["correct"] for r in qr) for qr in by_q.values())}
+    tags = sorted({r["tag"] for r in rows if r["tag"] is not None})
+    for t in tags:
+        out[f"acc_tag{t}"] = mean(mean(r["correct"] for r in qr if r["tag"] == t) for qr in by_q.values())
+    cons, cover = [], []
+    for qr in by_q.values():
+        gold = {r["answer"] for r in qr if r["correct"]}
+        if tags:
+            rounds = [[r for r in qr if r["sample"] == s] for s in sorted({r["sample"] for r in qr})]
+        else:
+            ordered = sorted(qr, key=lambda r: r["sample"])
+            rounds = [ordered[i:i + n] for i in range(0, len(ordered) - n + 1, n)]
+        votes = []
+        for rnd in rounds:
+            top = Counter(r["answer"] for r in rnd if r["answer"] is not None).most_common()
+            unique = top and (len(top) == 1 or top[0][1] > top[1][1])
+            votes.append(bool(unique) and top[0][0] in gold)
+        cons.append(mean(votes))
+        cover.append(mean(len({r["mode"] for r in rnd} - {None}) for rnd in rounds))
+    return {**out, "cons@N": mean(cons), "coverage": mean(cover)}
+
+
 @pytest.mark.parametrize("method", ["ssft", "sft"])
 def test_metrics_recompute_from_details(evaluated: Path, method: str) -> None:
     m = json.loads((evaluated / "results" / method / "metrics.json").read_text())
     rows = [json.loads(line) for line in (evaluated / "results" / method / "details.jsonl").read_text().splitlines()]
-    sampled = _as_generations([r for r in rows if r["temperature"] > 0], 4)
-    again = metrics.compute_metrics(sampled, 4, [2, 8], m["best_tag"] or None)
-    assert {k: m[k] for k in again} == again
+    again = _recompute([r for r in rows if r["temperature"] > 0], 4)
+    assert again == pytest.approx({k: m[k] for k in again}), "metrics.json agrees with its details.jsonl"
+
+
+@pytest.fixture
+def echo(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """A stand-in model that answers with the tag it was prompted with ("think3>"): (module, tokenizer, layout)."""
+    from ssft.eval import evaluate as ev
+    from ssft.eval.sampling import Sample
+    from ssft.train.forking import PromptLayout
+
+    layout = PromptLayout.from_format("<think{i}>", 4, chat=False)
+
+    class Tok:
+        def decode(self, ids: list[int]) -> str:
+            return "".join(chr(i) for i in ids)
+
+    def prompt_ids(tokenizer, layout, question, tag):  # noqa: ANN001, ANN202
+        return [ord(c) for c in f"{question}{layout.tag(tag)}"]
+
+    def answer(model, tokenizer, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN202
+        return [[Sample(tokenizer.decode(p).rsplit("<", 1)[1], 1) for _ in range(n)] for p in prompts]
+
+    monkeypatch.setattr(ev, "prompt_ids", prompt_ids)
+    monkeypatch.setattr(ev, "generate", answer)
+    return ev, Tok(), layout
+
+
+def test_each_tag_label_is_that_tags_generation(echo) -> None:  # noqa: ANN001
+    """A generation labelled tag t was prompted with tag t."""
+    ev, tok, layout = echo
+    q = type("Q", (), {"question": "1+2+3+4?", "question_id": "q", "answer": "10"})()
+    judge = ev.Judge(lambda text: text, lambda q, text: False, lambda pairs: [None] * len(pairs))
+    for greedy in (True, False):
+        rows = ev._generations(tiny_cfg(), None, tok, layout, [q, q], [1, 2, 3, 4], greedy, judge)
+        assert rows and all(r["text"] == f"think{r['tag']}>" for r in rows), rows[:6]
+
+
+def test_the_validation_tag_is_the_most_accurate_on_validation_questions(echo, tmp_path: Path) -> None:  # noqa: ANN001
+    """Only tag 3 answers right on the validation questions: it is chosen, whatever tag 1 does elsewhere; no
+    validation file, or an empty one, chooses nothing."""
+    from ssft.data import traces
+    from ssft.data.sources import synthetic
+    from ssft.data.tasks import get_task
+
+    ev, tok, layout = echo
+    traces.write(synthetic.synthetic_splits(get_task("add4"), 4, 4, 0, n_val=6)["val"], tmp_path / "val.parquet")
+    judge = ev.Judge(lambda text: text, lambda q, text: text == "think3>", lambda pairs: [None] * len(pairs))
+    tag, acc = ev.validation_tag(tiny_cfg(), None, tok, layout, tmp_path / "val.parquet", [1, 2, 3, 4], judge)
+    assert tag == 3 and acc == {"val_acc_tag1": 0.0, "val_acc_tag2": 0.0, "val_acc_tag3": 1.0, "val_acc_tag4": 0.0}
+    traces.write([], tmp_path / "empty.parquet")
+    assert ev.validation_tag(tiny_cfg(), None, tok, layout, tmp_path / "empty.parquet", [1, 2], judge) == (None, {})
+    assert ev.validation_tag(tiny_cfg(), None, tok, layout, None, [1, 2], judge) == (None, {})
+
+
+def test_best_tag_comes_from_the_training_trajectories() -> None:
+    from ssft.eval.evaluate import best_tag
+
+    assert best_tag({"tag_trajectories": {"1": 30, "2": 31, "3": 44, "4": 44}}) == 3
+    assert best_tag({"tag_trajectories": {"0": 99}}) is None and best_tag({}) is None
 
 
 def test_report_puts_methods_side_by_side(evaluated: Path) -> None:
@@ -106,7 +195,7 @@ def test_report_rows_are_in_a_fixed_order_whatever_the_hash_seed(tmp_path: Path)
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
     assert len(outs) == 1
     rows = [line.split(" | ")[0].strip("| ") for line in outs.pop().strip().splitlines()[2:]]
-    assert rows == ["**pass@1**", "cons@8", "pass@8", "cons@16", "pass@16"], "headline rows in bold"
+    assert rows == ["pass@1", "cons@8", "pass@8", "cons@16", "pass@16"]
 
 
 def test_sample_answers_with_every_tag_and_set_goes_anywhere(evaluated: Path, tmp_path: Path,

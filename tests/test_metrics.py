@@ -1,4 +1,5 @@
 import itertools
+import json
 import math
 
 import pytest
@@ -36,7 +37,7 @@ FOUR_TAGS = {
     "q2": ("7", {1: ["7", "8"], 2: ["8", "8"], 3: ["7", "7"], 4: ["9", "7"]}),
 }
 FOUR_TAGS_EXPECTED = {
-    "pass@1": 0.75, "pass@1_best_tag": 0.5, "mean_acc": 0.5,
+    "pass@1": 0.5, "pass@1_tag1": 0.75, "pass@1_best_tag": 0.5,  # all 16 samples; tag 1; tag 3 (best=3)
     "cons@N": 0.5, "cons@N_ties": 0.25, "pass@N": 1 - 1 / 70,  # 1 - C(4,4)/C(8,4) in both questions
     "coverage": 4.0, "purity": 1.0, "nmi": 1.0, "blended": 0.0,
     "distinct_answers": 2.25,  # q1 rounds {4,5} {4,5}; q2 rounds {7,8,9} {7,8}
@@ -105,17 +106,23 @@ def test_interleave_order_and_unequal_buckets():
         interleave({1: buckets[1], 2: buckets[2][:1]})
 
 
-@pytest.mark.parametrize(
-    "counts,want",
-    [
-        ({1: {"a": 5}, 2: {"a": 1, "b": 1}}, 2),  # distinct sources beat raw matches
-        ({1: {"a": 5, "b": 0, "c": 0}, 2: {"a": 1, "b": 1}}, 2),  # zero counts are not sources
-        ({1: {"a": 1, "b": 1}, 2: {"a": 2, "b": 1}}, 2),  # tie -> most matches
-        ({3: {"a": 1}, 1: {"b": 1}, 2: {}}, 1),  # full tie -> lowest tag
-    ],
-)
-def test_best_tag(counts, want):
+@pytest.mark.parametrize("counts,want", [({1: 5, 2: 7}, 2), ({3: 4, 1: 4, 2: 1}, 1), ({2: 0, 3: 1}, 3)])
+def test_best_tag_is_the_most_distinct_trajectories_then_the_lowest_tag(counts, want):
     assert best_tag(counts) == want, counts
+
+
+def test_best_tag_counts_distinct_trajectories_not_matches_or_sources():
+    """Eq. 4 of the paper: tag 3 saw four distinct (question, trace) pairs; tag 1 has the most matches (7) and
+    as many sources, but only three distinct pairs."""
+    from ssft.train.matching import MatchStats
+
+    stats = MatchStats(num_tags=3)
+    for qid, tags in [("q1", [3, 1]), ("q1", [1, 3]), ("q2", [3, 2]), ("q2", [2, 3])] + [("q3", [1, 2])] * 5:
+        stats.record(qid, ["a", "b"], tags)
+    assert stats.trajectory_counts() == {1: 3, 2: 3, 3: 4}
+    assert best_tag(stats.trajectory_counts()) == 3
+    again = MatchStats.from_state(json.loads(json.dumps(stats.state())))
+    assert again.trajectory_counts() == stats.trajectory_counts(), "survives a checkpoint"
 
 
 def test_nmi():
@@ -155,7 +162,7 @@ def test_untagged():
     rows = [(3, "1", None), (0, "1", "a"), (4, "3", "a"), (1, "2", "b"), (2, "1", "a")]  # shuffled on purpose
     gens = [G("q", None, s, a, "1", m) for s, a, m in rows]
     expected = {
-        "pass@1": 0.6, "pass@1_best_tag": 0.6, "mean_acc": 0.6,
+        "pass@1": 0.6, "pass@1_tag1": 0.6, "pass@1_best_tag": 0.6, "pass@1_val_tag": 0.6,  # one prompt
         "cons@N": 0.5, "cons@N_ties": 0.5, "pass@N": 1 - 1 / 10,  # 1 - C(2,2)/C(5,2)
         "cons@4": 1.0, "cons@4_ties": 0.0, "pass@4": 1.0,
         "coverage": 1.5, "purity": 0.6, "nmi": 0.0, "blended": 0.2, "distinct_answers": 1.5,  # {1,2} {1}
@@ -173,7 +180,7 @@ def test_tie_round_scores_zero():
 def test_question_without_correct_answer_scores_zero():
     gens = tagged_set({"q": ("9", {1: ["3", "3"], 2: ["3", "4"]})})
     got = compute_metrics(gens, n_tags=2)
-    assert (got["cons@N"], got["pass@N"], got["mean_acc"]) == (0.0, 0.0, 0.0), got
+    assert (got["cons@N"], got["pass@N"], got["pass@1"]) == (0.0, 0.0, 0.0), got
 
 
 TWO_TAGS = tagged_set({"q": ("1", {1: ["1"], 2: ["1"]})})

@@ -2,6 +2,7 @@
 
 import pytest
 
+from ssft.data.sources import synthetic
 from ssft.data.tasks import TASKS, extract_answer, get_task
 from ssft.data.tasks.base import problem_from
 
@@ -58,10 +59,22 @@ def test_extract_answer(text: str, answer: str | None) -> None:
 
 def test_held_out_questions_never_appear_in_training() -> None:
     task = get_task("add4")
-    held = {p.question_id for p in task.problems(200, seed=5)}
+    held = {task.canonical(p.operands) for p in task.problems(200, seed=5)}
     train = task.problems(800, seed=6, exclude=held)
-    assert not held & {p.question_id for p in train}
+    assert not held & {task.canonical(p.operands) for p in train}
     assert len({p.question_id for p in train}) == 800
+
+
+@pytest.mark.parametrize("name", ["add4", "mult"])
+def test_the_demo_split_holds_out_reorderings_and_their_traces(name: str) -> None:
+    """At the demo's sizes (500 held out, 800 trained) no training question is a reordering of an evaluation
+    question, so no evaluation trace (the sorted-order one included) appears word for word in training."""
+    task = get_task(name, marked=True)
+    s = synthetic.synthetic_splits(task, 800, 500, seed=0)
+    canon = lambda rows: {task.canonical(problem_from(r["question_id"], r["question"], r["answer"]).operands)  # noqa: E731
+                          for r in rows}
+    assert not canon(s["train"]) & canon(s["eval"])
+    assert not {r["trace"] for r in s["train"]} & {r["trace"] for r in s["eval"]}
 
 
 def test_problem_from_row_round_trips() -> None:

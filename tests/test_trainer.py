@@ -35,6 +35,16 @@ def test_choose_tags_per_method() -> None:
     assert all(len(set(d)) == 2 and set(d) <= {1, 2, 3} for d in draws) and len(draws) == 6
 
 
+def test_random_tags_are_drawn_afresh_every_step(tmp_path: Path, trace_dir: Path) -> None:
+    """Random tags per question-step: over an epoch of 32 question-steps the assignments spread over many of
+    the 24 permutations (entropy well above log 4, which draws reused every step would cap it at), and a
+    question seen again usually gets another one."""
+    stats = _train(tmp_path, trace_dir, "random", **{"train.max_steps": 16})
+    for epoch in stats["epochs"]:
+        assert epoch["assignment_entropy"] > 2.0, epoch
+    assert stats["epochs"][1]["churn"] > 0.7
+
+
 def _train(tmp: Path, trace_dir: Path, method: str = "ssft", callbacks: tuple = (), **over: object) -> dict:
     cfg = tiny_cfg(**over)
     return run_stage(cfg, method, trace_dir / "train.parquet", tmp / "models" / method, tmp / "ckpt" / method,

@@ -1,10 +1,12 @@
 """The traces stage: pick the source, hold out evaluation questions, check every trace, write the dataset.
 
-    ssft traces --out data/traces      # -> train.parquet, eval.parquet, stats.json (one unit, atomically)
+    ssft traces --out data/traces      # -> train, val, eval .parquet and stats.json (one unit, atomically)
 
 Sources (``data.source``): ``synthetic`` (the task's strategies), ``import`` (a file of traces), ``generate``
 (teachers answer the questions of a file). Held-out questions come from ``data.eval_path`` or a seeded hash
-of each question id (``data.eval_share``); they never reach training. Training traces are checked with
+of each question id (``data.eval_share``); they never reach training. Validation questions (``val.parquet``,
+``traces.val_questions`` / ``data.val_share``) are neither trained nor evaluated: evaluation picks the
+single-sample tag on them. Training traces are checked with
 ``data.checker``; what is dropped is counted per source (teacher) in ``stats.json`` and the log.
 """
 
@@ -61,20 +63,30 @@ def splits(cfg: Config) -> dict[str, list[dict]]:
     if d.source == "synthetic":
         task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
         return synthetic.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed,
-                                          cfg.traces.strategies or None)
+                                          cfg.traces.strategies or None, cfg.traces.val_questions)
     assert d.path is not None, "config validation requires data.path for import and generate"
     if d.source == "import":
         rows = importer.read_traces(Path(d.path), d.columns)
         questions = list({r["question_id"]: {k: r[k] for k in ("question_id", "question", "answer")}
                           for r in rows}.values())
         train, evals = _split_questions(cfg, questions)
+        train, val = _split_val(cfg, train)
         keep = {q["question_id"] for q in train}
-        return {"train": [r for r in rows if r["question_id"] in keep], "eval": _question_rows(evals)}
+        return {"train": [r for r in rows if r["question_id"] in keep], "val": _question_rows(val),
+                "eval": _question_rows(evals)}
     from ssft.data.sources import teachers
 
     train, evals = _split_questions(cfg, importer.read_questions(Path(d.path), d.columns))
+    train, val = _split_val(cfg, train)
     rows = teachers.generate(train, d.teachers, Path(d.cache), cfg.seed)
-    return {"train": rows, "eval": _question_rows(evals)}
+    return {"train": rows, "val": _question_rows(val), "eval": _question_rows(evals)}
+
+
+def _split_val(cfg: Config, questions: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, validation): a seeded share of the training questions (another hash than the eval split's)."""
+    val = [q for q in questions if held_out(q["question_id"], cfg.seed + 7919, cfg.data.val_share)]
+    ids = {q["question_id"] for q in val}
+    return [q for q in questions if q["question_id"] not in ids], val
 
 
 def build(cfg: Config, out: Path) -> dict:
@@ -87,6 +99,7 @@ def build(cfg: Config, out: Path) -> dict:
             f"{cfg.dataset_name}: no training question kept 2 or more traces (per source: {report['per_source']}); "
             f"check data.checker={cfg.data.checker!r} against the answers, or the teachers' output")
     stats: dict[str, Any] = {"source": cfg.data.source, "checker": cfg.data.checker, "train": report,
+                             "val": {"questions": len({r["question_id"] for r in rows["val"]})},
                              "eval": {"questions": len({r["question_id"] for r in rows["eval"]})}}
     train_rows = [{"question_id": q.question_id, "question": q.question, "answer": q.answer, "trace": t,
                    "source": s, "mode": m} for q in kept for t, s, m in zip(q.traces, q.sources, q.modes)]
@@ -95,6 +108,7 @@ def build(cfg: Config, out: Path) -> dict:
     tmp.mkdir(parents=True)
     traces.write(train_rows, tmp / "train.parquet")
     traces.write(rows["eval"], tmp / "eval.parquet")
+    traces.write(rows["val"], tmp / "val.parquet")  # empty when validation is off: still a file DVC can track
     (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.replace_dir(tmp, out)

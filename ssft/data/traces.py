@@ -52,8 +52,22 @@ def write(rows: list[dict], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temp_path(path)
+    if not rows:  # no rows, still the columns: readers see an empty split, not a broken file
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in COLUMNS}), str(tmp))
+        os.replace(tmp, path)
+        return
     Dataset.from_list([{c: r.get(c) for c in COLUMNS} for r in rows]).to_parquet(str(tmp))
     os.replace(tmp, path)
+
+
+def num_rows(path: Path) -> int:
+    """Rows in a parquet split, from its footer (an empty validation split is legitimate: validation off)."""
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(path).num_rows)
 
 
 def read_rows(path: Path) -> list[dict]:

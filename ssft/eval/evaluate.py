@@ -122,17 +122,34 @@ def _as_generations(rows: list[dict], n_tags: int) -> list[metrics.Generation]:
     return gens
 
 
-def best_tag(model_dir: Path) -> int | None:
-    """The tag matched to the most distinct sources in training (paper Eq. 4 style), from train stats."""
+def train_stats(model_dir: Path) -> dict:
     f = Path(model_dir) / STATS_FILE
-    if not f.exists():
-        return None
-    totals = json.loads(f.read_text()).get("tag_source_totals", {})
-    tagged = {int(t): c for t, c in totals.items() if int(t) > 0}
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def best_tag(stats: dict) -> int | None:
+    """The tag matched to the most distinct trajectories in training (paper Eq. 4), from the train stats."""
+    tagged = {int(t): n for t, n in stats.get("tag_trajectories", {}).items() if int(t) > 0}
     return metrics.best_tag(tagged) if tagged else None
 
 
-def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train_file: Path | None = None) -> dict:
+def validation_tag(cfg: Config, model, tokenizer, layout: PromptLayout, val_file: Path | None,
+                   tags: list[int | None], judge: Judge) -> tuple[int | None, dict[str, float]]:
+    """The tag with the best greedy accuracy on the validation questions (never the evaluation ones; a tie
+    goes to the lower tag), and each tag's validation accuracy."""
+    if tags[0] is None or val_file is None or not Path(val_file).exists() or not traces.num_rows(val_file):
+        return None, {}
+    questions = traces.load_questions(val_file)
+    rows = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True, judge=judge)
+    acc = {t: sum(r["correct"] for r in rows if r["tag"] == t) / len(questions) for t in tags if t is not None}
+    best = max(sorted(acc), key=lambda t: acc[t])
+    log.info("validation (%d questions): accuracy per tag %s -> tag %d", len(questions),
+             {t: round(a, 3) for t, a in acc.items()}, best)
+    return best, {f"val_acc_tag{t}": a for t, a in acc.items()}
+
+
+def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train_file: Path | None = None,
+             val_file: Path | None = None) -> dict:
     """Evaluate one trained model on the held-out split; write ``out_dir`` atomically; return metrics.
     ``train_file``: the training traces (imported/generated data: what the teacher classifier learns from)."""
     t0 = time.monotonic()
@@ -149,10 +166,13 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     torch.manual_seed(cfg.seed)
     greedy = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True, judge=judge)
     sampled = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=False, judge=judge)
-    best = best_tag(model_dir) if tags[0] is not None else None
-    result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best),
-              **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy"),
-              "best_tag": best or 0, **judge.extra}
+    stats = train_stats(model_dir)
+    best = best_tag(stats) if tags[0] is not None else None
+    chosen, val_acc = validation_tag(cfg, model, tokenizer, layout, val_file, tags, judge)
+    result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best, val_tag=chosen),
+              **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy", val_tag=chosen),
+              "best_tag": best or 0, "val_tag": chosen or 0, **val_acc,
+              "dead_tags": float(len(stats.get("dead_tags", []))) if tags[0] else 0.0, **judge.extra}
     tmp = temp_path(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run or a full disk: never shipped with this one
     tmp.mkdir(parents=True)

@@ -88,20 +88,13 @@ def interleave(gens_by_tag: Mapping[int, Sequence[Generation]]) -> list[Generati
     return [g for round_ in zip(*buckets) for g in round_]
 
 
-def best_tag(tag_source_counts: Mapping[int, Mapping[str, int]]) -> int:
-    """The tag matched to the most distinct training sources (then most matches, then lowest number).
-
-    Used to pick a single tag for pass@1: the tag that absorbed the broadest training data.
-    """
-    if not tag_source_counts:
+def best_tag(trajectories: Mapping[int, int]) -> int:
+    """The paper's Eq. 4: the tag matched to the most distinct trajectories (question, trace) over training;
+    a tie goes to the lower number. At N = M with a locked assignment every tag sees each question once, so
+    ties are common there: report the validation-chosen tag beside it."""
+    if not trajectories:
         raise ValueError("no tags given")
-
-    def key(tag: int) -> tuple[int, int, int]:
-        counts = tag_source_counts[tag]
-        distinct = sum(1 for n in counts.values() if n > 0)
-        return distinct, sum(counts.values()), -tag
-
-    return max(tag_source_counts, key=key)
+    return max(sorted(trajectories), key=lambda t: trajectories[t])
 
 
 def _entropy(counts: Sequence[int]) -> float:
@@ -183,6 +176,7 @@ def compute_metrics(
     ks: Sequence[int] = (),
     best: int | None = None,
     suffix: str = "",
+    val_tag: int | None = None,
 ) -> dict[str, float]:
     """All metrics of one evaluation run as a flat dict; every key gets `suffix` appended.
 
@@ -224,15 +218,21 @@ def compute_metrics(
         return _mean([pass_at_k(len(o), sum(g.correct for g in o), k) for o in ordered.values()])
 
     m: dict[str, float] = {}
-    m["pass@1"] = acc(1) if tagged else acc()
+    # pass@1 is the mean accuracy of every sample (all tags): no tag choice behind it. The paper prompts
+    # <think1> (pass@1_tag1) or the tag of its Eq. 4 (pass@1_best_tag); a dead tag 1 makes the former ~0.
+    m["pass@1"] = acc()
+    m["pass@1_tag1"] = acc(1) if tagged else m["pass@1"]
     m["pass@1_best_tag"] = acc(best) if tagged and best is not None else m["pass@1"]
-    m["mean_acc"] = acc()
+    if val_tag is not None or not tagged:  # the tag with the best accuracy on the validation questions
+        m["pass@1_val_tag"] = acc(val_tag) if tagged else m["pass@1"]
     m["cons@N"], m["cons@N_ties"] = consensus(n_tags)
     for k in extra_ks:
         m[f"cons@{k}"], m[f"cons@{k}_ties"] = consensus(k)
+    # pass@k: the unbiased estimator over all of a question's samples, pooled over tags, as the paper's
+    # protocol computes it (on its first 32 predictions); cons@k is the one split fairly over tags.
     m["pass@N"] = pass_k(n_tags)
     for k in extra_ks:
-        if k != 1:  # pass@1 has its own (tag-1) definition above
+        if k != 1:  # pass@1 is defined above
             m[f"pass@{k}"] = pass_k(k)
 
     # Distinct final answers among a round's N samples: how much the tags disagree (1 = all the same).

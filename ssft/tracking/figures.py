@@ -111,7 +111,7 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
 
 
 # The report's key metrics: accuracy, voting and mode diversity (coverage and distinct answers divided by N).
-KEY_METRICS = ("pass@1", "mean_acc", "cons@N", "pass@N", "coverage", "purity", "nmi")
+KEY_METRICS = ("pass@1", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi")
 
 
 def _at_k(metrics: dict[str, float], family: str, n_tags: int) -> dict[int, float]:

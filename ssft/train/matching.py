@@ -177,7 +177,8 @@ class MatchStats:
 
     Per epoch: tag x source counts, per-tag match rate (share of question-steps in which the tag got a
     trace: dead tags show as 0), churn (share of questions whose assignment changed since they were last
-    seen), assignment entropy (nats, over source->tag configurations), mean matched cost.
+    seen), assignment entropy (nats, over source->tag configurations), mean matched cost. Over the whole run:
+    the distinct trajectories (question, trace) each tag was ever matched to (the paper's Eq. 4).
     """
 
     num_tags: int
@@ -190,12 +191,14 @@ class MatchStats:
     revisited: int = 0
     last: dict[str, tuple] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    trajectories: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def record(self, qid: str, sources: Sequence[str], tags: Sequence[int | None], costs: Sequence[float] = ()) -> None:
         """One question-step: trace k of ``sources`` was trained under tag ``tags[k]`` (1-based; None = shared)."""
         config = tuple(sorted(zip(sources, [t or 0 for t in tags])))
-        for s, t in zip(sources, tags):
+        for k, (s, t) in enumerate(zip(sources, tags)):
             self.counts[t or 0][s] += 1
+            self.trajectories[t or 0].add(f"{qid}#{k}")  # trace k of the question, whoever wrote it
         self.configs[config] += 1
         self.questions += 1
         if qid in self.last:
@@ -237,6 +240,10 @@ class MatchStats:
             out[t].update(c)
         return {t: dict(c) for t, c in out.items()}
 
+    def trajectory_counts(self) -> dict[int, int]:
+        """Tag -> distinct (question, trace) pairs it was ever matched to (input of pass@1_best_tag, Eq. 4)."""
+        return {t: len(s) for t, s in sorted(self.trajectories.items())}
+
     def state(self) -> dict:
         """JSON-safe state for checkpoints (int keys become str; :meth:`from_state` turns them back)."""
         return {"num_tags": self.num_tags, "history": self.history,
@@ -244,7 +251,8 @@ class MatchStats:
                 "configs": [[list(map(list, k)), v] for k, v in self.configs.items()],
                 "cost_sum": self.cost_sum, "cost_n": self.cost_n, "questions": self.questions,
                 "changed": self.changed, "revisited": self.revisited,
-                "last": {q: list(map(list, c)) for q, c in self.last.items()}}
+                "last": {q: list(map(list, c)) for q, c in self.last.items()},
+                "trajectories": {str(t): sorted(s) for t, s in self.trajectories.items()}}
 
     @classmethod
     def from_state(cls, state: dict) -> MatchStats:
@@ -255,4 +263,6 @@ class MatchStats:
         st.cost_sum, st.cost_n, st.questions = state["cost_sum"], state["cost_n"], state["questions"]
         st.changed, st.revisited = state["changed"], state["revisited"]
         st.last = {q: tuple(map(tuple, c)) for q, c in state["last"].items()}
+        for t, pairs in state.get("trajectories", {}).items():  # absent in checkpoints of older versions
+            st.trajectories[int(t)] = set(pairs)
         return st

@@ -333,6 +333,13 @@ class SSFTTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def dead_tags(history: list[dict]) -> list[int]:
+    """Tags never matched in the last epoch: sampling them gives a mode nobody trained."""
+    if not history:
+        return []
+    return [int(t) for t, rate in history[-1]["tag_match_rate"].items() if rate == 0]
+
+
 def whole_run_loss(log_history: list[dict], fallback: float) -> float:
     """Mean training loss over every logged step of the run, resumed parts included (the Trainer's own
     ``training_loss`` covers only the steps since the last resume, and is 0 when nothing was left to do)."""
@@ -443,6 +450,8 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
     out = {"method": method, "steps": trainer.state.global_step, "train_seconds": time.monotonic() - t0,
            "train_loss": whole_run_loss(trainer.state.log_history, result.training_loss), "epochs": stats.history,
            "tag_source_totals": {str(k): v for k, v in sorted(stats.totals().items())},
+           "tag_trajectories": {str(k): v for k, v in stats.trajectory_counts().items()},
+           "dead_tags": dead_tags(stats.history),
            "log_history": trainer.state.log_history}
     # Under FSDP the weights are shards: gather the whole state dict (a collective: every rank calls it).
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None

@@ -89,6 +89,12 @@ class Task(ABC):
         """Whether ``body`` has the structure of ``strategy`` for these operands."""
 
     # -- shared behaviour --------------------------------------------------------------------
+    def canonical(self, operands: tuple[int, ...]) -> str:
+        """The problem up to what does not change it: here the operand multiset (both tasks are commutative;
+        an order-sensitive task overrides this). Held-out questions are held out by this form, so a
+        reordering of an evaluation question (whose sorted-order trace is the same text) never trains."""
+        return f"{self.name}:" + ",".join(map(str, sorted(operands)))
+
     def problem(self, operands: tuple[int, ...]) -> Problem:
         qid = f"{self.name}-" + "-".join(map(str, operands))
         return Problem(qid, self.question_text(operands), str(self.solve(operands)), operands)
@@ -127,13 +133,15 @@ class Task(ABC):
         )
 
     def problems(self, n: int, seed: int, exclude: AbstractSet[str] = frozenset()) -> list[Problem]:
-        """``n`` distinct clean problems, none of whose ids is in ``exclude`` (held-out stays held out)."""
+        """``n`` distinct clean problems, none of whose :meth:`canonical` forms is in ``exclude`` (held-out
+        questions stay held out, reordered or not)."""
         rng = random.Random(seed)
-        seen: set[str] = set(exclude)
+        seen: set[str] = set()
         out: list[Problem] = []
         for _ in range(200 * n + 1000):
-            p = self.problem(self.sample_operands(rng))
-            if p.question_id in seen or not self.is_clean(p):
+            operands = self.sample_operands(rng)
+            p = self.problem(operands)
+            if p.question_id in seen or self.canonical(operands) in exclude or not self.is_clean(p):
                 continue
             seen.add(p.question_id)
             out.append(p)
