@@ -112,6 +112,24 @@ def echo(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     return ev, Tok(), layout
 
 
+@pytest.mark.parametrize("tagged", [True, False])
+def test_metrics_agree_with_the_independent_recompute_on_varied_answers(tagged: bool) -> None:
+    """The tiny trained models answer mostly wrong; here answers, ties, misses and modes vary (seeded)."""
+    import random
+
+    from ssft.eval import metrics
+    from ssft.eval.evaluate import _as_generations
+
+    rng = random.Random(0)
+    rows = [{"question_id": f"q{q}", "tag": (k % 4) + 1 if tagged else None, "sample": k // 4 if tagged else k,
+             "answer": (a := rng.choice(["1", "2", "3", None])), "correct": a == "1",
+             "mode": rng.choice(["a", "b", "c", None]), "length": 5} for q in range(30) for k in range(16)]
+    want = _recompute(rows, 4)
+    got = metrics.compute_metrics(_as_generations(rows, 4), 4)
+    assert 0.1 < want["cons@N"] < 0.9 and 0.1 < want["pass@1"] < 0.9
+    assert want == pytest.approx({k: got[k] for k in want})
+
+
 def test_each_tag_label_is_that_tags_generation(echo) -> None:  # noqa: ANN001
     """A generation labelled tag t was prompted with tag t."""
     ev, tok, layout = echo
