@@ -78,7 +78,9 @@ class DataConfig:
 class TaskConfig:
     name: str = _f("add4", "task family: add4 (fast default) or mult (harder)")
     marked: bool = _f(True, "each strategy's trace opens with its own constant letter")
-    options: dict = _f({}, "extra task options, e.g. {max_operand: 9} for add4")
+    options: dict = _f({}, "extra task options, e.g. {max_operand: 9} for add4, {fork_depth: 6} (every strategy's "
+                           "trace opens with the same 6 tokens, the question restated: the matching cost "
+                           "ssft.cost_tokens must look past them)")
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,23 @@ def test_match_stats_epochs_churn_and_state_round_trip() -> None:
     for s in (st, restored):
         assert s.summary()["churn"] == 0.5
     assert restored.totals() == st.totals() == {1: {"a": 3, "b": 1}, 2: {"a": 1, "b": 2}, 3: {"b": 1}}
+
+
+def test_fork_depth_makes_a_short_cost_prefix_blind() -> None:
+    """task.options.fork_depth = k: every strategy's trace shares its first k tokens. A cost over L <= k tokens
+    cannot tell the traces apart (each tag's costs are equal across traces: the matching is a tie-break);
+    past the fork it can."""
+    from ssft.data.tasks import get_task
+
+    task = get_task("add4", marked=True, fork_depth=6)
+    problem = task.problems(1, seed=0)[0]
+    texts = [task.render(problem, s) for s in task.strategies]
+    assert len({t[:6] for t in texts}) == 1 and len({t[:7] for t in texts}) == len(texts)
+    assert [task.classify(problem, t) for t in texts] == list(task.strategies), "classified past the prefix"
+    model, tok = models.build(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), 4, 0)
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    item = ScoreItem([enc(f"{problem.question}<think{i}>") for i in range(1, 5)], [enc(t) for t in texts])
+    blind = score_costs(model, [item], 6, tok.pad_token_id)[0]
+    sighted = score_costs(model, [item], 8, tok.pad_token_id)[0]
+    assert np.allclose(blind, blind[:1], atol=1e-5), blind      # every trace row the same
+    assert not np.allclose(sighted, sighted[:1], atol=1e-3), sighted

@@ -88,3 +88,15 @@ def test_unknown_task_and_too_many_questions_are_clear() -> None:
         get_task("nope")
     with pytest.raises(ValueError, match="could only make"):
         get_task("add4", max_operand=2).problems(100, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_fork_depth_shares_a_prefix_and_keeps_the_strategies_apart(name: str) -> None:
+    task = get_task(name, marked=False, fork_depth=9)
+    for p in task.problems(50, seed=2):
+        texts = [task.render(p, s) for s in task.strategies]
+        assert len({t[:9] for t in texts}) == 1
+        assert [task.classify(p, t) for t in texts] == list(task.strategies)
+        assert task.classify(p, "x" + texts[0][1:]) is None, "a broken shared prefix follows no strategy"
+    with pytest.raises(ValueError, match="fork_depth=-1"):
+        get_task(name, fork_depth=-1)

@@ -34,8 +34,8 @@ class Add4(Task):
     strategies = ("l2r", "r2l", "pair", "sort")
     markers = ("L", "R", "P", "S")
 
-    def __init__(self, marked: bool = False, max_operand: int = 9) -> None:
-        super().__init__(marked)
+    def __init__(self, marked: bool = False, max_operand: int = 9, fork_depth: int = 0) -> None:
+        super().__init__(marked, fork_depth)
         if not 2 <= max_operand <= 99:
             raise UserError(f"task.max_operand={max_operand}: use 2..99")
         self.max_operand = max_operand

@@ -66,8 +66,13 @@ class Task(ABC):
     strategies: tuple[str, ...]
     markers: tuple[str, ...]  # one constant opening per strategy, used when ``marked`` is on
 
-    def __init__(self, marked: bool = False) -> None:
+    def __init__(self, marked: bool = False, fork_depth: int = 0) -> None:
+        """``fork_depth``: how many leading trace characters (tokens for the character tokenizer) every
+        strategy shares before they diverge; 0 = they differ from the first one."""
+        if not 0 <= fork_depth <= 64:
+            raise UserError(f"task.options.fork_depth={fork_depth}: use 0..64")
         self.marked = marked
+        self.fork_depth = fork_depth
 
     # -- what subclasses provide -------------------------------------------------------------
     @abstractmethod
@@ -99,10 +104,17 @@ class Task(ABC):
         qid = f"{self.name}-" + "-".join(map(str, operands))
         return Problem(qid, self.question_text(operands), str(self.solve(operands)), operands)
 
+    def shared_prefix(self, operands: tuple[int, ...]) -> str:
+        """What every strategy's trace opens with: the question restated, cut to ``fork_depth`` characters,
+        so the strategies fork at that depth (the matching cost must look past it: ``ssft.cost_tokens``)."""
+        q = self.question_text(operands)
+        return (q * (self.fork_depth // len(q) + 1))[:self.fork_depth]
+
     def render(self, problem: Problem, strategy: str) -> str:
-        """The full trace of ``strategy``: [marker] working ``#answer``."""
+        """The full trace of ``strategy``: [shared prefix] [marker] working ``#answer``."""
         marker = self.markers[self.strategies.index(strategy)] if self.marked else ""
-        return f"{marker}{self.render_body(problem.operands, strategy)}#{problem.answer}"
+        prefix = self.shared_prefix(problem.operands)
+        return f"{prefix}{marker}{self.render_body(problem.operands, strategy)}#{problem.answer}"
 
     def check(self, problem: Problem, text: str) -> bool:
         return extract_answer(text) == problem.answer
@@ -112,7 +124,10 @@ class Task(ABC):
         m = re.match(r"^(.*)#-?\d+\s*$", text.strip())
         if not m:
             return None
-        body = m.group(1)
+        body, prefix = m.group(1), self.shared_prefix(problem.operands)
+        if not body.startswith(prefix):
+            return None
+        body = body[len(prefix):]
         hits = []
         for strategy, marker in zip(self.strategies, self.markers):
             if self.marked:
