@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ENV := . scripts/env.sh &&
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run up down dvc-run test test-all lint types check bench clean-venv
+.PHONY: run study up down dvc-run test test-all lint types check bench clean-venv
 
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,11 @@ $(VENV)/.installed: pyproject.toml
 run: up
 	$(ENV) python -m flows.watch ssft/full
 	@$(ENV) echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: cat .prefect/auth)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
+
+## study: the deployment ssft/study (studies/cpu.yaml: settings x seeds, under an hour on 2 cores), followed
+## here; writes results/study.md with its figures (finished cells are reused: a rerun only redoes what changed)
+study: up
+	$(ENV) python -m flows.watch ssft/study
 
 ## up / down: the local Prefect server, MLflow server and deployment server (127.0.0.1 only)
 up: $(VENV)/.installed

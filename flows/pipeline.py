@@ -38,6 +38,7 @@ from ruamel.yaml import YAML
 from ssft import atomic
 from ssft import config as ssft_config
 from ssft import env as ssft_env
+from ssft import study as ssft_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / ".prefect" / "workspaces"
@@ -203,14 +204,38 @@ def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
     return "\n".join(f"- {line}" for line in lines) + "\n" + figures
 
 
+@task(task_run_name="{cell.label}")
+def study_cell(spec: ssft_study.Study, cell: ssft_study.Cell, env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """One (setting, seed) cell of a study: its stages, or its finished results when nothing changed."""
+    return ssft_study.run_cell(spec, cell, ROOT / ".studies", ROOT / "params.yaml", env)
+
+
+def run_study(name: str) -> dict[str, Any]:
+    """``studies/<name>.yaml`` cell by cell (a Prefect task each), then its report as an artifact."""
+    known = sorted(p.stem for p in (ROOT / "studies").glob("*.yaml"))
+    if name not in known:  # a name, never a path: a request cannot point the flow at an arbitrary file
+        raise ValueError(f"study={name!r}: use one of {known}")
+    spec = ssft_study.load(ROOT / "studies" / f"{name}.yaml", ROOT / "params.yaml")
+    report = ROOT / ssft_study.default_report(name)
+    text = ssft_study.run(spec, report, ROOT / ".studies", runner=lambda s, c, e: study_cell(s, c, e))
+    create_markdown_artifact(text, key=f"ssft-study-{name}", description=f"study {name}")
+    get_run_logger().info("study report: %s\n%s", report, text)
+    return {"study": name, "report": str(report)}
+
+
 @flow(name="ssft")
-def ssft(params: dict[str, Any] | None = None, workspace: str = "project") -> dict[str, Any]:
-    """traces -> train each method -> evaluate each -> report -> register, as DVC stages.
+def ssft(params: dict[str, Any] | None = None, workspace: str = "project",
+         study: str | None = None) -> dict[str, Any]:
+    """traces -> train each method -> evaluate each -> report -> register, as DVC stages; or, with ``study``,
+    the cells of ``studies/<study>.yaml`` and their report.
 
     params: dotted params.yaml overrides, e.g. {"train.max_steps": 2000, "seed": 1}.
     workspace: "project" (this repository) or "scratch" (a throw-away copy, for smoke runs); never another
     path, so a request to the server cannot point the pipeline at an arbitrary directory.
+    study: a study's name (cpu, gpu): runs that study instead of the pipeline.
     """
+    if study is not None:
+        return run_study(study)
     logger = get_run_logger()
     params = dict(params or {})
     if workspace == "scratch":

@@ -1,4 +1,4 @@
-"""Serve the ``ssft`` flow's deployments (``full`` and ``smoke``) from this process.
+"""Serve the ``ssft`` flow's deployments (``full``, ``smoke`` and ``study``) from this process.
 
     python -m flows.serve        # started by `make up`; then: prefect deployment run ssft/full --watch
 
@@ -26,8 +26,11 @@ def main() -> None:
     full = ssft.to_deployment(name="full", description="The whole pipeline on params.yaml, in this project.")
     smoke = ssft.to_deployment(name="smoke", parameters={"params": SMOKE, "workspace": "scratch"},
                                description="A tiny end-to-end run in a scratch copy (about 2 minutes).")
+    study = ssft.to_deployment(name="study", parameters={"study": "cpu"},
+                               description="A study (studies/<study>.yaml: settings x seeds) and its report, "
+                                           "results/study.md for cpu; finished cells are reused.")
     # to_deployment is @sync_compatible, typed as "maybe a coroutine"; called synchronously it returns the value
-    serve(full, smoke)  # type: ignore[arg-type]
+    serve(full, smoke, study)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

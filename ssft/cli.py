@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--tags", default="all", help="all, or tag numbers such as 1,3 (the sft model has one tag)")
     a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     a.add_argument("--max-new-tokens", type=int, default=256)
+    st = sub.add_parser("study", help="run a study (settings x seeds) and write its report")
+    st.add_argument("file", help="a study file, e.g. studies/cpu.yaml")
+    st.add_argument("--report", help="the report (default results/study.md for cpu, results/study-<name>.md "
+                    "for others); figures go to its stem/")
+    st.add_argument("--workdir", default=".studies", help="where the cells run (finished ones are reused)")
     for s in sub.choices.values():  # --set is also accepted after the sub-command
         s.add_argument("--set", dest="overrides_after", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param (also allowed before the sub-command)")
@@ -206,8 +211,16 @@ def _quiet_progress_bars() -> None:
     datasets.disable_progress_bars()
 
 
+def cmd_study(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft import study
+
+    spec = study.load(Path(args.file), Path(args.params))
+    report = Path(args.report) if args.report else study.default_report(spec.name)
+    print(study.run(spec, report, Path(args.workdir), params=Path(args.params)))
+
+
 COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
-            "register": cmd_register, "sample": cmd_sample}
+            "register": cmd_register, "sample": cmd_sample, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ huggingface_hub reads ``HF_HUB_OFFLINE``.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TE
 PIPELINE_RUN_ID = "SSFT_PIPELINE_RUN_ID"    # the Prefect flow run a stage belongs to ("manual" outside a flow)
 PIPELINE_RUN_URL = "SSFT_PIPELINE_RUN_URL"  # its page in the Prefect UI
 MLFLOW_UI = "SSFT_MLFLOW_UI"                # where the MLflow UI answers, for links (`make up` sets it)
+PARENT_RUN_ID = "SSFT_PARENT_RUN_ID"        # an MLflow run the stages' runs nest under (a study's cell)
 
 
 def with_defaults(environ: Mapping[str, str]) -> dict[str, str]:
@@ -46,6 +48,17 @@ def store_uri(root: Path) -> str:
 
 def artifact_root(root: Path) -> Path:
     return store_dir(root) / "artifacts"
+
+
+def git_commit(root: Path) -> str:
+    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files), ``none`` outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "none"
+    except (OSError, subprocess.SubprocessError):
+        return "none"
 
 
 def shell(root: Path) -> str:

@@ -89,3 +89,10 @@ def test_bad_override_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train.max_steps: -5 is invalid"):
         apply_params(repo / "params.yaml", {"train.max_steps": -5})
     assert (repo / "params.yaml").read_text() == before
+
+
+def test_a_study_is_named_never_a_path(prefect_harness: None) -> None:
+    state = ssft(study="../params", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match=r"study='../params': use one of \['cpu', 'gpu'\]"):
+        state.result()

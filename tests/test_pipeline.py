@@ -127,7 +127,7 @@ def test_a_second_writer_of_the_same_output_is_refused(tmp_path: Path, caplog: p
 @pytest.mark.parametrize("override, message", [
     ("train.lr.x=1", "train.lr.x: train.lr is a value, not a section"),
     ("train.lr=[1", r"--set 'train.lr=\[1': the value is not valid YAML"),
-    ("task.options={foo: 1}", r"task.options={'foo': 1}: .*argument 'foo'; add4 takes \['max_operand'\]"),
+    ("task.options={foo: 1}", r"task.options={'foo': 1}: .*argument 'foo'; add4 takes \['max_operand', 'fork_depth'\]"),
 ])
 def test_bad_overrides_and_options_are_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture, override: str,
                                                 message: str) -> None:

@@ -46,20 +46,18 @@ class QuestionTraces:
 
 
 def write(rows: list[dict], path: Path) -> None:
-    """Write rows as parquet atomically (a sibling temp file, then rename)."""
-    from datasets import Dataset
+    """Write rows as parquet (string columns, what ``datasets`` reads) atomically: a sibling temp file, then
+    a rename. pyarrow only, so the synthetic traces stage runs where ``datasets`` is not installed (a GPU
+    image); an empty split still has its columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = atomic.temp_path(path)
-    if not rows:  # no rows, still the columns: readers see an empty split, not a broken file
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.table({c: pa.array([], pa.string()) for c in COLUMNS}), str(tmp))
-        os.replace(tmp, path)
-        return
-    Dataset.from_list([{c: r.get(c) for c in COLUMNS} for r in rows]).to_parquet(str(tmp))
+    table = pa.table({c: pa.array([None if r.get(c) is None else str(r[c]) for r in rows], pa.string())
+                      for c in COLUMNS})
+    pq.write_table(table, str(tmp))
     os.replace(tmp, path)
 
 

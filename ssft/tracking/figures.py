@@ -175,3 +175,34 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
     plt.close(fig)
     figs["tag_mode"] = fig
     return figs
+
+
+STUDY_METRICS = ("pass@1", "pass@1_val_tag", "cons@N", "pass@N", "purity", "nmi")
+
+
+def study_figures(agg: dict[str, dict[str, dict[str, tuple]]]) -> dict[str, Any]:
+    """One panel per setting: the key metrics per method, bars at the mean over seeds, whiskers one standard
+    deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    settings = list(agg)
+    fig, axes = plt.subplots(len(settings), 1, figsize=(8, 2.6 * len(settings)), squeeze=False)
+    for ax, setting in zip(axes[:, 0], settings):
+        methods = list(agg[setting])
+        keys = [k for k in STUDY_METRICS if any(k in agg[setting][m] for m in methods)]
+        width = 0.8 / max(len(methods), 1)
+        for i, m in enumerate(methods):
+            stats = [agg[setting][m].get(k, (np.nan, 0.0, 0)) for k in keys]
+            ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
+                   yerr=[s[1] for s in stats], capsize=2, label=m)
+        ax.set_xticks(range(len(keys)), keys, fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(setting, fontsize=9)
+        ax.legend(fontsize=7, ncol=len(methods), loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)
+    return {"metrics_by_setting": fig}

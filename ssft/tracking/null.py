@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,13 @@ class NullTracker:
         pass
 
     def log_comparison(self, methods: list[str], models_dir: Path, plots: list[Path]) -> None:
+        pass
+
+    def open_run(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
+        return ""
+
+    def close_run(self, run_id: str, metrics: dict[str, float] | None = None, files: Sequence[Path] = (),
+                  failed: bool = False) -> None:
         pass
 
     def register(self, model_dir: Path, metrics: dict[str, float], question: str) -> dict[str, Any]:

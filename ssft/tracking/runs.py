@@ -19,9 +19,8 @@ import json
 import logging
 import os
 import re
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from transformers import TrainerCallback
 
 from ssft import env
 from ssft.config import Config, ConfigError
+from ssft.env import git_commit
 from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table, to_image
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ def pipeline_run() -> str:
 
 def run_label(pipeline: str) -> str:
     """The run name's suffix: the DVC experiment's name, a flow run's short id, or when a manual run started."""
-    if pipeline.startswith("dvc-exp:"):
-        return pipeline.removeprefix("dvc-exp:")
+    if pipeline.startswith(("dvc-exp:", "study:")):
+        return pipeline.split(":", 1)[1]
     return pipeline[:8] if pipeline != "manual" else time.strftime("%m%d-%H%M%S")
 
 
@@ -116,16 +116,6 @@ def model_sha(model_dir: Path) -> str:
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
-
-
-def git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "none"
-    except (OSError, subprocess.SubprocessError):
-        return "none"
 
 
 def dvc_data_hash(root: Path, path: str = "data/traces") -> str:
@@ -228,6 +218,8 @@ class Tracker:
                 "data_source": self.cfg.data.source, "checker": self.cfg.data.checker,
                 "base_model": self.cfg.model.checkpoint or "tiny",
                 "mlflow.runName": f"{method}-{run_label(pipeline)}", "mlflow.note.content": self._description(method)}
+        if os.environ.get(env.PARENT_RUN_ID):  # a study's cell: its runs nest under the cell's run
+            tags["mlflow.parentRunId"] = os.environ[env.PARENT_RUN_ID]
         run = self.client.create_run(self.experiment_id, tags=tags)
         rid = run.info.run_id
         params = flat_params(self.cfg)
@@ -325,6 +317,24 @@ class Tracker:
                 rid = self.attach(method, Path(models_dir) / method)
                 for plot in plots:
                     self.client.log_artifact(rid, str(plot), "comparison")
+
+    def open_run(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
+        """A run that groups others (a study; one of its cells), left RUNNING until :meth:`close_run`."""
+        tags = {"mlflow.runName": name, "git_commit": git_commit(self.root), **(tags or {})}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return self.client.create_run(self.experiment_id, tags=tags).info.run_id
+
+    def close_run(self, run_id: str, metrics: dict[str, float] | None = None, files: Sequence[Path] = (),
+                  failed: bool = False) -> None:
+        """Metrics (names made MLflow-safe) and files onto a grouping run, then end it."""
+        batch = [mlflow.entities.Metric(_mlflow_safe(metric_name(k)), float(v), now_ms(), 0)
+                 for k, v in (metrics or {}).items()]
+        for i in range(0, len(batch), 900):
+            self.client.log_batch(run_id, metrics=batch[i:i + 900])
+        for f in files:
+            self.client.log_artifact(run_id, str(f))
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     def pipeline_runs(self, pipeline_run_id: str) -> dict[str, str]:
         """method -> its training run, for one Prefect flow run (the newest per method)."""

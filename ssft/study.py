@@ -1,0 +1,345 @@
+"""Studies: a grid of settings x seeds through the pipeline's own stages, aggregated with their spread.
+
+    ssft study studies/cpu.yaml                  # `make study`; the Prefect deployment ssft/study runs the same
+
+A study file (``studies/<name>.yaml``) holds ``base`` (dotted params.yaml overrides for every cell),
+``settings`` (each a ``name`` and its own overrides) and ``seeds``. Each (setting, seed) cell runs in
+``.studies/<study>/<setting>/seed<k>/``: its params.yaml, then ``ssft traces``, ``ssft train`` and
+``ssft evaluate`` per method, the commands ``dvc.yaml`` runs (no DVC, Prefect or MLflow needed: a GPU box
+runs studies too). A finished cell is reused while its params and the code are unchanged (``cell.json``).
+The report (``results/study.md`` and figures beside it) is written from the cells' metrics and
+details, never by hand: mean and spread over seeds per method, and the paired ssft - baseline differences
+over (seed, question) with a 95% interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssft import atomic
+from ssft import config as config_mod
+from ssft import env as ssft_env
+from ssft.errors import UserError
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]
+# Rows of the study tables: single-sample accuracy, voting, diversity of modes.
+KEYS = ("pass@1", "pass@1_val_tag", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi",
+        "cons@N_ties", "dead_tags", "coverage_greedy")
+# Per-question values for the paired differences (computed from details.jsonl).
+PAIRED = ("pass@1", "cons@N", "coverage")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str                                                     # unique in its study: what identifies it
+    params: dict[str, Any] = field(compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    base: dict[str, Any]
+    settings: tuple[Setting, ...]
+    seeds: tuple[int, ...]
+    path: str  # the study file, as given
+
+
+@dataclass(frozen=True)
+class Cell:
+    setting: Setting
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.setting.name}/seed{self.seed}"
+
+
+def load(path: Path, params: Path = ROOT / "params.yaml") -> Study:
+    """A study file, every cell's params validated up front (one line per problem, naming the file)."""
+    path = Path(path)
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (ROOT / "studies").glob("*.yaml")))
+        raise UserError(f"{path}: no such study file; the shipped ones: {known}")
+    text = path.read_text()
+    raw = yaml.safe_load(text) or {}
+    unknown = set(raw) - {"description", "base", "settings", "seeds"}
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {sorted(unknown)}; a study has description, base, settings, seeds")
+    settings = tuple(Setting(str(s.get("name", "")), dict(s.get("params") or {})) for s in raw.get("settings") or [])
+    names = [s.name for s in settings]
+    if not settings or "" in names or len(set(names)) != len(names):
+        raise UserError(f"{path}: settings must be a non-empty list of {{name, params}} with distinct names")
+    seeds = tuple(int(s) for s in raw.get("seeds") or [0])
+    study = Study(path.stem, str(raw.get("description", "")), dict(raw.get("base") or {}), settings, seeds,
+                  str(path))
+    for cell in cells(study):
+        try:
+            config_mod.load(params, overrides(study, cell))
+        except config_mod.ConfigError as e:
+            raise UserError(f"{path}: setting {cell.setting.name!r}: {e}") from None
+    return study
+
+
+def default_report(name: str) -> Path:
+    """``results/study.md`` for the default study (``cpu``), ``results/study-<name>.md`` for the others."""
+    return Path("results") / ("study.md" if name == "cpu" else f"study-{name}.md")
+
+
+def cells(study: Study) -> list[Cell]:
+    return [Cell(s, seed) for s in study.settings for seed in study.seeds]
+
+
+def overrides(study: Study, cell: Cell) -> dict[str, Any]:
+    """The cell's params.yaml overrides: its own MLflow experiment and never the registry unless the study
+    says otherwise, then the study's base, the setting, the seed."""
+    return {"tracking.experiment": f"ssft-study-{study.name}", "tracking.register": False, **study.base,
+            **cell.setting.params, "seed": cell.seed}
+
+
+def code_hash(root: Path = ROOT) -> str:
+    """What the cells' results depend on besides their params: every source file of the package."""
+    h = hashlib.sha256()
+    for f in sorted((root / "ssft").rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cell_dir(workdir: Path, study: Study, cell: Cell) -> Path:
+    return workdir / study.name / cell.setting.name / f"seed{cell.seed}"
+
+
+def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "params.yaml",
+             env: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """The cell's stages (reused when finished with the same params and code); method -> metrics."""
+    d = cell_dir(workdir, study, cell)
+    raw = yaml.safe_load(params.read_text())
+    for dotted, value in overrides(study, cell).items():
+        config_mod.set_dotted(raw, dotted, value)
+    text = yaml.safe_dump(raw, sort_keys=False)
+    cfg = config_mod.from_dict(yaml.safe_load(text), f"{study.name}: {cell.label}")
+    key = hashlib.sha256((text + code_hash()).encode()).hexdigest()[:16]
+    methods = list(cfg.train.methods)
+    done = d / "cell.json"
+    if done.exists() and json.loads(done.read_text()).get("key") == key:
+        log.info("%s: finished before, reused", cell.label)
+        return {m: json.loads((d / "results" / m / "metrics.json").read_text()) for m in methods}
+    d.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(d / "params.yaml", text)
+    t0 = time.monotonic()
+    waves = [[["traces", "--out", "data/traces"]], [["train", "--method", m] for m in methods],
+             [["evaluate", "--method", m] for m in methods]]
+    width = _parallel(cfg)
+    # MLflow: the project's store (not one per cell), runs named after the cell
+    stage_env = {"MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or ssft_env.store_uri(ROOT),
+                 ssft_env.PIPELINE_RUN_ID: f"study:{study.name}/{cell.label}", **(env or {})}
+    for wave in waves:
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            list(pool.map(lambda args: _stage(d, args, cell.label, stage_env), wave))
+    atomic.write_text(done, json.dumps({"key": key, "seconds": round(time.monotonic() - t0, 1),
+                                        "overrides": overrides(study, cell)}, indent=2))
+    log.info("%s: done in %.0f s", cell.label, time.monotonic() - t0)
+    return {m: json.loads((d / "results" / m / "metrics.json").read_text()) for m in methods}
+
+
+def _parallel(cfg: config_mod.Config) -> int:
+    if cfg.pipeline.parallel:
+        return cfg.pipeline.parallel
+    return max(1, (os.cpu_count() or 1) // cfg.train.threads) if cfg.train.threads else 1
+
+
+def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
+    """One ``ssft`` stage in the cell's directory (its relative default paths land there)."""
+    cmd = [sys.executable, "-m", "ssft.cli", "--params", "params.yaml", *args]
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run(cmd, cwd=cell_path, env=full_env, capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "step " in line and "ETA" in line or " ERROR " in line:
+            log.info("%s %s: %s", label, args[0], line.split(" INFO ")[-1].split(" ERROR ")[-1])
+    if proc.returncode != 0:
+        tail = [x for x in (proc.stdout + proc.stderr).splitlines() if x.strip()][-1:] or ["no output"]
+        raise RuntimeError(f"{label}: ssft {' '.join(args)} failed (exit {proc.returncode}): {tail[0]}")
+
+
+# -- aggregation ----------------------------------------------------------------------------------------
+def spread(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, sample standard deviation, n); std 0 for one value."""
+    xs = [float(v) for v in values]
+    mean = sum(xs) / len(xs)
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return mean, std, len(xs)
+
+
+def aggregate(results: dict[Cell, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, tuple]]]:
+    """setting -> method -> metric -> (mean, std, seeds) over the setting's seeds."""
+    out: dict[str, dict[str, dict[str, tuple]]] = {}
+    for setting in dict.fromkeys(c.setting.name for c in results):
+        mine = [r for c, r in results.items() if c.setting.name == setting]
+        methods = list(dict.fromkeys(m for r in mine for m in r))
+        out[setting] = {m: {k: spread(r[m][k] for r in mine if m in r and k in r[m]) for k in KEYS
+                            if any(m in r and k in r[m] for r in mine)} for m in methods}
+    return out
+
+
+def per_question(details: Path, n_tags: int) -> dict[str, dict[str, float]]:
+    """question -> PAIRED metrics of the sampled generations of one method (details.jsonl)."""
+    from ssft.eval.evaluate import _as_generations
+    from ssft.eval.metrics import compute_metrics
+
+    rows: dict[str, list[dict]] = {}
+    for line in details.read_text().splitlines():
+        r = json.loads(line)
+        if r["temperature"] > 0:
+            rows.setdefault(r["question_id"], []).append(r)
+    return {q: {k: v for k, v in compute_metrics(_as_generations(rs, n_tags), n_tags).items() if k in PAIRED}
+            for q, rs in rows.items()}
+
+
+def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, tuple[float, float, float, int]]:
+    """a - b per metric over every (seed, question) pair: (mean, 95% low, 95% high, pairs). Normal interval
+    of the mean difference; pairs share the question and the seed's data, so only the models differ."""
+    diffs: dict[str, list[float]] = {k: [] for k in PAIRED}
+    for d in cell_paths:
+        fa, fb = d / "results" / a / "details.jsonl", d / "results" / b / "details.jsonl"
+        if not (fa.exists() and fb.exists()):
+            continue
+        qa, qb = per_question(fa, n_tags), per_question(fb, n_tags)
+        for q in qa.keys() & qb.keys():
+            for k in PAIRED:
+                diffs[k].append(qa[q][k] - qb[q][k])
+    out = {}
+    for k, xs in diffs.items():
+        if xs:
+            mean, std, n = spread(xs)
+            half = 1.96 * std / math.sqrt(n)
+            out[k] = (mean, mean - half, mean + half, n)
+    return out
+
+
+# -- the run and its report -----------------------------------------------------------------------------
+CellRunner = Callable[[Study, Cell, dict[str, str]], dict[str, dict[str, float]]]
+
+
+def _tracker(study: Study, params: Path) -> Any:
+    """MLflow when the study's cells track (one parent run, a child per cell), else the do-nothing tracker."""
+    cfg = config_mod.load(params, overrides(study, cells(study)[0]))
+    if not cfg.tracking.enabled:
+        from ssft.tracking.null import NullTracker
+
+        return NullTracker()
+    from ssft.tracking import Tracker
+
+    return Tracker(cfg, ROOT)
+
+
+def run(study: Study, report: Path, workdir: Path, runner: CellRunner | None = None,
+        params: Path = ROOT / "params.yaml") -> str:
+    """Every cell (``runner``: :func:`run_cell` unless the Prefect flow wraps it), then the report. MLflow: a
+    parent run for the study, a child per cell (its stages' runs nest under it) with the cell's metrics, and
+    the report, its aggregate and figures on the parent."""
+    t0 = time.monotonic()
+    runner = runner or (lambda s, c, e: run_cell(s, c, workdir, params, e))
+    tracker = _tracker(study, params)
+    parent = tracker.open_run(f"study-{study.name}", tags={"study": study.name})
+    results: dict[Cell, dict[str, dict[str, float]]] = {}
+    try:
+        for cell in cells(study):
+            rid = tracker.open_run(cell.label, parent, {"study": study.name, "setting": cell.setting.name,
+                                                        "seed": str(cell.seed)})
+            try:
+                results[cell] = runner(study, cell, {ssft_env.PARENT_RUN_ID: rid} if rid else {})
+            except BaseException:
+                tracker.close_run(rid, failed=True)
+                raise
+            tracker.close_run(rid, {f"{m}/{k}": v for m, ms in results[cell].items() for k, v in ms.items()
+                                    if k in KEYS})
+        text = write_report(study, results, workdir, report, time.monotonic() - t0)
+    except BaseException:
+        tracker.close_run(parent, failed=True)
+        raise
+    agg = aggregate(results)
+    tracker.close_run(parent, {f"{s}/{m}/{k}": v[0] for s, t in agg.items() for m, ms in t.items()
+                               for k, v in ms.items()},
+                      [report, report.with_suffix(".json"), *sorted(report.with_suffix("").glob("*.png"))])
+    log.info("study %s: %d cells in %.0f s -> %s", study.name, len(results), time.monotonic() - t0, report)
+    return text
+
+
+def _fmt(stat: tuple) -> str:
+    mean, std, n = stat
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+
+
+def _reading(diff: tuple[float, float, float, int]) -> str:
+    mean, lo, hi, _ = diff
+    if lo > 0:
+        return "ssft ahead (interval above 0)"
+    if hi < 0:
+        return "ssft behind (interval below 0)"
+    return "no clear difference (interval spans 0)"
+
+
+def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]], workdir: Path, report: Path,
+                 seconds: float) -> str:
+    """``report`` (markdown), ``<report stem>/`` figures and ``<report stem>.json`` (the aggregate)."""
+    agg = aggregate(results)
+    lines = [f"# Study `{study.name}`", "", study.description.strip(), "",
+             f"Command: `ssft study {study.path}` · git {ssft_env.git_commit(ROOT)} · "
+             f"{len(results)} cells ({len(study.settings)} settings x {len(study.seeds)} seeds) · "
+             f"{seconds / 60:.1f} min (reused cells count as 0).", "",
+             "Mean ± standard deviation over seeds; paired differences over (seed, question) with a 95% interval.",
+             ""]
+    for setting in study.settings:
+        table = agg.get(setting.name, {})
+        methods = list(table)
+        lines += [f"## {setting.name}", "", f"Overrides: `{json.dumps({**study.base, **setting.params})}`", "",
+                  "| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for k in KEYS:
+            if any(k in table[m] for m in methods):
+                lines.append(f"| {k} | " + " | ".join(_fmt(table[m][k]) if k in table[m] else "–"
+                                                      for m in methods) + " |")
+        paths = [cell_dir(workdir, study, c) for c in results if c.setting == setting]
+        tags = _num_tags(paths)
+        for base in [m for m in methods if m != "ssft"] if "ssft" in methods else []:
+            diff = paired(paths, "ssft", base, tags)
+            if diff:
+                lines += ["", f"ssft − {base} (paired):", ""]
+                lines += [f"- {k}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (n={d[3]}): {_reading(d)}"
+                          for k, d in diff.items()]
+        lines.append("")
+    try:
+        from ssft.tracking.figures import save_figures, study_figures
+
+        figures = save_figures(study_figures(agg), report.with_suffix(""))
+    except ImportError:  # a GPU image without matplotlib: the tables still say everything
+        log.warning("matplotlib is not installed: %s has no figures", report)
+        figures = []
+    lines += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(report.parent).as_posix()})" for p in figures]
+    text = "\n".join(lines) + "\n"
+    atomic.write_text(report, text)
+    atomic.write_text(report.with_suffix(".json"), json.dumps(
+        {s: {m: {k: list(v) for k, v in ms.items()} for m, ms in t.items()} for s, t in agg.items()}, indent=2))
+    return text
+
+
+def _num_tags(paths: list[Path]) -> int:
+    for d in paths:
+        if (d / "params.yaml").exists():
+            return config_mod.load(d / "params.yaml").ssft.num_tags
+    return 1

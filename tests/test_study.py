@@ -1,0 +1,113 @@
+"""A miniature study (2 settings x 2 seeds) through `ssft study`: the report's numbers are the per-cell metrics'
+mean and spread, and a rerun reuses the finished cells."""
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from ssft import study
+from ssft.cli import main
+
+MINI = {
+    "description": "miniature",
+    "base": {"traces.train_questions": 32, "traces.eval_questions": 8, "traces.val_questions": 4,
+             "model.hidden_size": 32, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 64,
+             "train.max_steps": 8, "train.questions_per_step": 4, "train.warmup_steps": 2, "train.save_steps": 100,
+             "eval.samples": 8, "eval.ks": [8], "eval.max_new_tokens": 40, "tracking.enabled": False,
+             "tracking.system_metrics": False},
+    "seeds": [0, 1],
+    "settings": [{"name": "a", "params": {"train.methods": ["ssft", "sft"]}},
+                 {"name": "b", "params": {"ssft.cost_tokens": 4, "train.methods": ["ssft", "sft"]}}],
+}
+
+
+@pytest.mark.slow
+def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(
+        {**MINI, "base": {**MINI["base"], "tracking.enabled": True, "tracking.uri": uri,
+                                       "tracking.artifacts": str(tmp_path / "artifacts")}}))
+    args = ["--params", str(ROOT / "params.yaml"), "study", str(tmp_path / "mini.yaml"),
+            "--report", str(tmp_path / "results" / "study.md"), "--workdir", str(tmp_path / "cells")]
+    assert main(args) == 0
+    report = (tmp_path / "results" / "study.md").read_text()
+    assert "## a" in report and "## b" in report and "ssft − sft (paired):" in report
+    assert (tmp_path / "results" / "study" / "metrics_by_setting.png").exists()
+    agg = json.loads((tmp_path / "results" / "study.json").read_text())
+    for setting in ("a", "b"):
+        cells = [tmp_path / "cells" / "mini" / setting / f"seed{s}" for s in (0, 1)]
+        for method in ("ssft", "sft"):
+            per_seed = [json.loads((c / "results" / method / "metrics.json").read_text()) for c in cells]
+            for key in ("pass@1", "cons@N", "coverage"):
+                values = [m[key] for m in per_seed]
+                assert agg[setting][method][key] == pytest.approx(
+                    [statistics.mean(values), statistics.stdev(values), 2]), (setting, method, key)
+    b0 = yaml.safe_load((tmp_path / "cells" / "mini" / "b" / "seed0" / "params.yaml").read_text())
+    assert (b0["ssft"]["cost_tokens"], b0["seed"], b0["train"]["methods"]) == (4, 0, ["ssft", "sft"])
+    # MLflow: one parent run for the study, a child per cell, each method's training run under its cell
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("ssft-study-mini").experiment_id])
+    (parent,) = [r for r in runs if r.info.run_name == "study-mini"]
+    cell_runs = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(cell_runs) == {"a/seed0", "a/seed1", "b/seed0", "b/seed1"}
+    trained = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == cell_runs["b/seed1"].info.run_id]
+    assert {r.data.tags["method"] for r in trained} == {"ssft", "sft"}
+    assert cell_runs["a/seed0"].data.metrics["ssft/cons_at_N"] == pytest.approx(json.loads(
+        (tmp_path / "cells" / "mini" / "a" / "seed0" / "results" / "ssft" / "metrics.json").read_text())["cons@N"])
+    assert {"study.md", "study.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    stamp = (tmp_path / "cells" / "mini" / "a" / "seed1" / "results" / "ssft" / "metrics.json").stat().st_mtime_ns
+    assert main(args) == 0, "rerun"
+    assert (tmp_path / "cells" / "mini" / "a" / "seed1" / "results" / "ssft" / "metrics.json").stat().st_mtime_ns \
+        == stamp, "a finished cell is reused"
+
+
+def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
+    bad = {**MINI, "settings": [{"name": "x", "params": {"train.max_step": 5}}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"(?s)bad.yaml: setting 'x': .*train.max_step: unknown setting"):
+        study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
+    with pytest.raises(ValueError, match="no such study file; the shipped ones: cpu, gpu"):
+        study.load(tmp_path / "nope.yaml")
+
+
+def test_the_shipped_studies_load() -> None:
+    assert len(study.cells(study.load(ROOT / "studies" / "cpu.yaml"))) == 21
+    assert len(study.cells(study.load(ROOT / "studies" / "gpu.yaml"))) == 6
+
+
+def test_aggregate_is_mean_and_sample_spread_over_seeds() -> None:
+    s = study.Setting("a", {})
+    results = {study.Cell(s, 0): {"ssft": {"pass@1": 0.5, "cons@N": 1.0}, "sft": {"pass@1": 0.2}},
+               study.Cell(s, 1): {"ssft": {"pass@1": 0.7, "cons@N": 1.0}, "sft": {"pass@1": 0.4}}}
+    agg = study.aggregate(results)
+    assert agg["a"]["ssft"]["pass@1"] == pytest.approx((0.6, 0.1414214, 2))
+    assert agg["a"]["ssft"]["cons@N"] == (1.0, 0.0, 2)
+    assert agg["a"]["sft"]["pass@1"] == pytest.approx((0.3, 0.1414214, 2))
+    assert "cons@N" not in agg["a"]["sft"]
+
+
+def _details(path: Path, correct_by_q: dict[str, list[bool]]) -> None:
+    """Sampled rows with 2 tags x 2 samples per question; answer "1" when correct, else "2"."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"question_id": q, "tag": k % 2 + 1, "sample": k // 2, "temperature": 0.7, "answer": "1" if c else "2",
+             "correct": c, "mode": None, "length": 3} for q, cs in correct_by_q.items() for k, c in enumerate(cs)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_paired_differences_are_over_seed_question_pairs(tmp_path: Path) -> None:
+    """pass@1 per question: ssft 1.0, 0.5 (seed 0) and 0.75 (seed 1); sft 0.5, 0.5 and 0.25: differences
+    0.5, 0, 0.5 -> mean 1/3, sample sd 0.2887, 95% half-width 1.96 * 0.2887 / sqrt(3)."""
+    cells = [tmp_path / "seed0", tmp_path / "seed1"]
+    _details(cells[0] / "results" / "ssft" / "details.jsonl", {"q1": [True] * 4, "q2": [True, False] * 2})
+    _details(cells[0] / "results" / "sft" / "details.jsonl", {"q1": [True, False] * 2, "q2": [False, True] * 2})
+    _details(cells[1] / "results" / "ssft" / "details.jsonl", {"q3": [True, True, True, False]})
+    _details(cells[1] / "results" / "sft" / "details.jsonl", {"q3": [True, False, False, False]})
+    mean, lo, hi, n = study.paired(cells, "ssft", "sft", 2)["pass@1"]
+    half = 1.96 * 0.28867513 / 3 ** 0.5
+    assert (mean, lo, hi, n) == pytest.approx((1 / 3, 1 / 3 - half, 1 / 3 + half, 3))
