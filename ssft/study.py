@@ -164,17 +164,22 @@ def _parallel(cfg: config_mod.Config) -> int:
 
 
 def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
-    """One ``ssft`` stage in the cell's directory (its relative default paths land there)."""
+    """One ``ssft`` stage in the cell's directory (its relative default paths land there). Its progress and
+    error lines are passed on as they come; a failure raises with the stage's last line."""
     cmd = [sys.executable, "-m", "ssft.cli", "--params", "params.yaml", *args]
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.run(cmd, cwd=cell_path, env=full_env, capture_output=True, text=True)
-    for line in (proc.stdout + proc.stderr).splitlines():
+    proc = subprocess.Popen(cmd, cwd=cell_path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    assert proc.stdout is not None
+    last = "no output"
+    for line in proc.stdout:
+        if line.strip():
+            last = line.strip()
         if "step " in line and "ETA" in line or " ERROR " in line:
-            log.info("%s %s: %s", label, args[0], line.split(" INFO ")[-1].split(" ERROR ")[-1])
-    if proc.returncode != 0:
-        tail = [x for x in (proc.stdout + proc.stderr).splitlines() if x.strip()][-1:] or ["no output"]
-        raise RuntimeError(f"{label}: ssft {' '.join(args)} failed (exit {proc.returncode}): {tail[0]}")
+            log.info("%s %s: %s", label, args[0], last.split(" INFO ")[-1].split(" ERROR ")[-1])
+    if proc.wait() != 0:
+        raise RuntimeError(f"{label}: ssft {' '.join(args)} failed (exit {proc.returncode}): {last}")
 
 
 # -- aggregation ----------------------------------------------------------------------------------------

@@ -111,3 +111,12 @@ def test_paired_differences_are_over_seed_question_pairs(tmp_path: Path) -> None
     mean, lo, hi, n = study.paired(cells, "ssft", "sft", 2)["pass@1"]
     half = 1.96 * 0.28867513 / 3 ** 0.5
     assert (mean, lo, hi, n) == pytest.approx((1 / 3, 1 / 3 - half, 1 / 3 + half, 3))
+
+
+def test_a_failing_stage_names_the_cell_and_says_why(tmp_path: Path) -> None:
+    bad = {**MINI, "seeds": [0], "settings": [{"name": "x", "params": {"train.methods": ["sft"],
+                                                                       "model.checkpoint": str(tmp_path / "nope")}}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    spec = study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
+    with pytest.raises(RuntimeError, match=r"x/seed0: ssft train --method sft failed \(exit 2\): .*nope"):
+        study.run_cell(spec, study.cells(spec)[0], tmp_path / "cells")
