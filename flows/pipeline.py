@@ -64,14 +64,6 @@ def stages(workspace: Path) -> list[Stage]:
         return [Stage(address(s), s.cmd, tuple(address(d) for d in graph.successors(s))) for s in graph.nodes]
 
 
-def parallelism(cfg: ssft_config.Config) -> int:
-    """``pipeline.parallel``, or what the cores allow: each stage's torch uses ``train.threads`` of them."""
-    if cfg.pipeline.parallel:
-        return cfg.pipeline.parallel
-    cores = os.cpu_count() or 1
-    return max(1, cores // cfg.train.threads) if cfg.train.threads else 1
-
-
 def stage_env() -> dict[str, str]:
     """Environment of the stage subprocesses: the venv's tools first, offline, links to this flow run."""
     run_id = str(flow_run.get_id() or "local")
@@ -186,7 +178,7 @@ def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
     comparison figures (served by the MLflow UI); '' when tracking is off."""
     if not cfg.tracking.enabled:
         return ""
-    from ssft.tracking.runs import Tracker, compare_link, run_link, runs_view_link, ui_url
+    from ssft.tracking.runs import Tracker, compare_link, redact, run_link, runs_view_link, tracking_uri, ui_url
 
     tracker = Tracker(cfg, workspace)
     found = tracker.pipeline_runs(str(flow_run.get_id() or "local"))
@@ -194,7 +186,7 @@ def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
     ui, eid = ui_url(cfg), tracker.experiment_id
     if ui is None:
         return (f"MLflow: experiment `{tracker.experiment_id}`, runs {runs}; see them with "
-                f"`mlflow ui --backend-store-uri {cfg.tracking.uri or os.environ.get('MLFLOW_TRACKING_URI', '')}`")
+                f"`mlflow ui --backend-store-uri {redact(tracking_uri(cfg, workspace))}`")
     lines = [f"MLflow runs view: {runs_view_link(ui, eid)}",
              f"MLflow Compare ({', '.join(runs)}): {compare_link(ui, eid, list(runs.values()))}",
              *(f"MLflow run {m}: {run_link(ui, eid, rid)}" for m, rid in runs.items())]
@@ -252,7 +244,7 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project",
         logger.info("flow parameters override params.yaml: %s", params)
         apply_params(ws / "params.yaml", params)
     cfg = ssft_config.load(ws / "params.yaml")
-    graph, parallel = stages(ws), parallelism(cfg)
+    graph, parallel = stages(ws), ssft_env.stage_parallelism(cfg.pipeline.parallel, cfg.train.threads)
     logger.info("stages: %s; up to %d at once", ", ".join(s.name for s in graph), parallel)
     t0 = time.monotonic()
     outcome = run_graph(graph, str(ws), parallel)

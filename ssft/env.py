@@ -26,6 +26,14 @@ MLFLOW_UI = "SSFT_MLFLOW_UI"                # where the MLflow UI answers, for l
 PARENT_RUN_ID = "SSFT_PARENT_RUN_ID"        # an MLflow run the stages' runs nest under (a study's cell)
 
 
+def stage_parallelism(requested: int, threads: int) -> int:
+    """Stages to run at once: ``requested`` (``pipeline.parallel``), or 0 = what the cores allow when each
+    stage's torch uses ``threads`` of them (``train.threads``; 0 = all cores, so one at a time)."""
+    if requested:
+        return requested
+    return max(1, (os.cpu_count() or 1) // threads) if threads else 1
+
+
 def with_defaults(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` with the offline defaults filled in where it does not set them."""
     return {**OFFLINE, **environ}

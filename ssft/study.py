@@ -144,7 +144,7 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     t0 = time.monotonic()
     waves = [[["traces", "--out", "data/traces"]], [["train", "--method", m] for m in methods],
              [["evaluate", "--method", m] for m in methods]]
-    width = _parallel(cfg)
+    width = ssft_env.stage_parallelism(cfg.pipeline.parallel, cfg.train.threads)
     # MLflow: the project's store (not one per cell), runs named after the cell
     stage_env = {"MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or ssft_env.store_uri(ROOT),
                  ssft_env.PIPELINE_RUN_ID: f"study:{study.name}/{cell.label}", **(env or {})}
@@ -155,12 +155,6 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
                                         "overrides": overrides(study, cell)}, indent=2))
     log.info("%s: done in %.0f s", cell.label, time.monotonic() - t0)
     return {m: json.loads((d / "results" / m / "metrics.json").read_text()) for m in methods}
-
-
-def _parallel(cfg: config_mod.Config) -> int:
-    if cfg.pipeline.parallel:
-        return cfg.pipeline.parallel
-    return max(1, (os.cpu_count() or 1) // cfg.train.threads) if cfg.train.threads else 1
 
 
 def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
@@ -274,11 +268,11 @@ def run(study: Study, report: Path, workdir: Path, runner: CellRunner | None = N
                 raise
             tracker.close_run(rid, {f"{m}/{k}": v for m, ms in results[cell].items() for k, v in ms.items()
                                     if k in KEYS})
-        text = write_report(study, results, workdir, report, time.monotonic() - t0)
+        agg = aggregate(results)
+        text = write_report(study, results, agg, workdir, report, time.monotonic() - t0)
     except BaseException:
         tracker.close_run(parent, failed=True)
         raise
-    agg = aggregate(results)
     tracker.close_run(parent, {f"{s}/{m}/{k}": v[0] for s, t in agg.items() for m, ms in t.items()
                                for k, v in ms.items()},
                       [report, report.with_suffix(".json"), *sorted(report.with_suffix("").glob("*.png"))])
@@ -300,10 +294,10 @@ def _reading(diff: tuple[float, float, float, int]) -> str:
     return "no clear difference (interval spans 0)"
 
 
-def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]], workdir: Path, report: Path,
-                 seconds: float) -> str:
-    """``report`` (markdown), ``<report stem>/`` figures and ``<report stem>.json`` (the aggregate)."""
-    agg = aggregate(results)
+def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
+                 agg: dict[str, dict[str, dict[str, tuple]]], workdir: Path, report: Path, seconds: float) -> str:
+    """``report`` (markdown), ``<report stem>/`` figures and ``<report stem>.json`` (``agg``, from
+    :func:`aggregate`)."""
     lines = [f"# Study `{study.name}`", "", study.description.strip(), "",
              f"Command: `ssft study {study.path}` · git {ssft_env.git_commit(ROOT)} · "
              f"{len(results)} cells ({len(study.settings)} settings x {len(study.seeds)} seeds) · "

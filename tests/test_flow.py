@@ -60,7 +60,8 @@ def test_flow_runs_independent_stages_side_by_side_and_leaves_dvc_clean(repo: Pa
         assert {"comparison/metrics.png", "comparison/pass_cons_vs_k.png", "comparison/tag_mode.png"} <= {
             a.path for a in client.list_artifacts(r.info.run_id, "comparison")}
     assert client.get_model_version_by_alias("ssft-flowtest", "champion").version == 1
-    assert "MLflow: experiment" in result["links"], "no UI known: how to open the local store"
+    store = f"--backend-store-uri sqlite:///{repo.resolve()}/mlruns/mlflow.db"
+    assert "MLflow: experiment" in result["links"] and store in result["links"], "no UI known: how to open the store"
     # A second run finds every stage up to date and runs nothing.
     lock = (repo / "dvc.lock").read_text()
     again = ssft(params=overrides, workspace="project")
@@ -96,3 +97,12 @@ def test_a_study_is_named_never_a_path(prefect_harness: None) -> None:
     assert state.is_failed()
     with pytest.raises(ValueError, match=r"study='../params': use one of \['cpu', 'gpu'\]"):
         state.result()
+
+
+def test_stage_parallelism_is_the_request_or_what_the_cores_allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssft import env
+
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 16)
+    assert env.stage_parallelism(3, 1) == 3
+    assert env.stage_parallelism(0, 4) == 4 and env.stage_parallelism(0, 32) == 1
+    assert env.stage_parallelism(0, 0) == 1, "threads 0 = every core: one stage at a time"
