@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from ruamel.yaml import YAML
@@ -196,10 +198,11 @@ def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
     return "\n".join(f"- {line}" for line in lines) + "\n" + figures
 
 
-@task(task_run_name="{cell.label}")
-def study_cell(spec: ssft_study.Study, cell: ssft_study.Cell, env: dict[str, str]) -> dict[str, dict[str, float]]:
+@task(task_run_name="{cell.label}", cache_policy=NO_CACHE)  # slots: a lock shared by the cells, not data
+def study_cell(spec: ssft_study.Study, cell: ssft_study.Cell, env: dict[str, str],
+               slots: threading.Semaphore) -> dict[str, dict[str, float]]:
     """One (setting, seed) cell of a study: its stages, or its finished results when nothing changed."""
-    return ssft_study.run_cell(spec, cell, ROOT / ".studies", ROOT / "params.yaml", env)
+    return ssft_study.run_cell(spec, cell, ROOT / ".studies", ROOT / "params.yaml", env, slots)
 
 
 def run_study(name: str) -> dict[str, Any]:
@@ -209,7 +212,7 @@ def run_study(name: str) -> dict[str, Any]:
         raise ValueError(f"study={name!r}: use one of {known}")
     spec = ssft_study.load(ROOT / "studies" / f"{name}.yaml", ROOT / "params.yaml")
     report = ROOT / ssft_study.default_report(name)
-    text = ssft_study.run(spec, report, ROOT / ".studies", runner=lambda s, c, e: study_cell(s, c, e))
+    text = ssft_study.run(spec, report, ROOT / ".studies", runner=lambda s, c, e, slots: study_cell(s, c, e, slots))
     create_markdown_artifact(text, key=f"ssft-study-{name}", description=f"study {name}")
     get_run_logger().info("study report: %s\n%s", report, text)
     return {"study": name, "report": str(report)}

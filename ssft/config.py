@@ -90,6 +90,8 @@ class TracesConfig:
     val_questions: int = _f(100, "validation questions, never trained or evaluated: they choose the single-sample "
                                  "tag (pass@1_val_tag); 0 = none")
     strategies: list = _f([], "subset of the task's strategies to use as traces; [] = all")
+    min_strategies: int = _f(0, "0 = every training question has all M traces; k >= 2 = each keeps a seeded "
+                                "random k..M of them (M varies per question)")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class TrainConfig:
 class EvalConfig:
     samples: int = _f(16, "sampled generations per question, split evenly over the tags")
     temperature: float = _f(0.7, "sampling temperature of the sampled set")
+    temperatures: list = _f([], "more sampled sets at these temperatures (metrics suffixed _t<T>): diversity "
+                                "against accuracy; [] = none")
     top_p: float = _f(1.0, "nucleus sampling mass")
     ks: list = _f([8, 16], "k values for cons@k / pass@k beyond N (k <= samples)")
     max_new_tokens: int = _f(64, "generation budget per sample")
@@ -251,6 +255,8 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (0 < d.eval_share < 1, "data.eval_share", "use a share between 0 and 1, e.g. 0.1"),
         (0 <= d.val_share < 1, "data.val_share", "use a share between 0 and 1, e.g. 0.05 (0 = no validation)"),
         (cfg.traces.val_questions >= 0, "traces.val_questions", "use >= 0 (0 = no validation)"),
+        (cfg.traces.min_strategies == 0 or cfg.traces.min_strategies >= 2, "traces.min_strategies",
+         "use 0 (all traces) or >= 2 (a question needs two traces to fork)"),
         (d.checker in CHECKERS, "data.checker", f"use one of {', '.join(CHECKERS)}"),
         (cfg.traces.train_questions >= 1, "traces.train_questions", "use >= 1"),
         (cfg.traces.eval_questions >= 1, "traces.eval_questions", "use >= 1"),
@@ -283,6 +289,8 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (e.samples >= s.num_tags and e.samples % max(s.num_tags, 1) == 0, "eval.samples",
          f"use a positive multiple of ssft.num_tags={s.num_tags} so samples split evenly over tags"),
         (e.temperature > 0, "eval.temperature", "use > 0 (greedy decoding is always run as well)"),
+        (all(isinstance(t, (int, float)) and t > 0 for t in e.temperatures), "eval.temperatures",
+         "use a list of temperatures > 0, e.g. [0.3, 1.0]"),
         (0 < e.top_p <= 1, "eval.top_p", "use 0 < top_p <= 1"),
         (all(isinstance(k, int) and 1 <= k <= e.samples for k in e.ks), "eval.ks",
          f"each k must be an int in 1..eval.samples={e.samples}"),

@@ -14,6 +14,7 @@ over (seed, question) with a 95% interval.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,12 +36,13 @@ from ssft import atomic
 from ssft import config as config_mod
 from ssft import env as ssft_env
 from ssft.errors import UserError
+from ssft.eval.report import SWEEP_ROWS, at_k, temperature_of
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 # Rows of the study tables: single-sample accuracy, voting, diversity of modes.
 KEYS = ("pass@1", "pass@1_val_tag", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi",
-        "cons@N_ties", "dead_tags", "coverage_greedy")
+        "cons@N_ties", "dead_tags", "coverage_greedy", "match_agreement_full")
 # Per-question values for the paired differences (computed from details.jsonl).
 PAIRED = ("pass@1", "cons@N", "coverage")
 
@@ -48,6 +51,7 @@ PAIRED = ("pass@1", "cons@N", "coverage")
 class Setting:
     name: str                                                     # unique in its study: what identifies it
     params: dict[str, Any] = field(compare=False, hash=False)
+    seeds: tuple[int, ...] = field(default=(), compare=False)     # () = the study's seeds
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,13 @@ def load(path: Path, params: Path = ROOT / "params.yaml") -> Study:
     unknown = set(raw) - {"description", "base", "settings", "seeds"}
     if unknown:
         raise UserError(f"{path}: unknown key(s) {sorted(unknown)}; a study has description, base, settings, seeds")
-    settings = tuple(Setting(str(s.get("name", "")), dict(s.get("params") or {})) for s in raw.get("settings") or [])
+    for s in raw.get("settings") or []:
+        extra = set(s) - {"name", "params", "seeds"} if isinstance(s, dict) else {"(not a mapping)"}
+        if extra:
+            raise UserError(f"{path}: setting {s.get('name') if isinstance(s, dict) else s!r}: unknown key(s) "
+                            f"{sorted(extra)}; a setting has name, params and optionally seeds")
+    settings = tuple(Setting(str(s.get("name", "")), dict(s.get("params") or {}),
+                             tuple(int(x) for x in s.get("seeds") or ())) for s in raw.get("settings") or [])
     names = [s.name for s in settings]
     if not settings or "" in names or len(set(names)) != len(names):
         raise UserError(f"{path}: settings must be a non-empty list of {{name, params}} with distinct names")
@@ -102,7 +112,7 @@ def default_report(name: str) -> Path:
 
 
 def cells(study: Study) -> list[Cell]:
-    return [Cell(s, seed) for s in study.settings for seed in study.seeds]
+    return [Cell(s, seed) for s in study.settings for seed in s.seeds or study.seeds]
 
 
 def overrides(study: Study, cell: Cell) -> dict[str, Any]:
@@ -125,8 +135,11 @@ def cell_dir(workdir: Path, study: Study, cell: Cell) -> Path:
 
 
 def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "params.yaml",
-             env: dict[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """The cell's stages (reused when finished with the same params and code); method -> metrics."""
+             env: dict[str, str] | None = None,
+             slots: threading.Semaphore | None = None) -> dict[str, dict[str, float]]:
+    """The cell's stages (reused when finished with the same params and code); method -> metrics. Each
+    method's evaluation follows its own training; ``slots`` bounds the stages running at once (shared by the
+    cells that run together; default: what ``pipeline.parallel`` allows)."""
     d = cell_dir(workdir, study, cell)
     raw = yaml.safe_load(params.read_text())
     for dotted, value in overrides(study, cell).items():
@@ -142,15 +155,22 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     d.mkdir(parents=True, exist_ok=True)
     atomic.write_text(d / "params.yaml", text)
     t0 = time.monotonic()
-    waves = [[["traces", "--out", "data/traces"]], [["train", "--method", m] for m in methods],
-             [["evaluate", "--method", m] for m in methods]]
-    width = ssft_env.stage_parallelism(cfg.pipeline.parallel, cfg.train.threads)
+    slots = slots or threading.BoundedSemaphore(ssft_env.stage_parallelism(cfg.pipeline.parallel, cfg.train.threads))
     # MLflow: the project's store (not one per cell), runs named after the cell
     stage_env = {"MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or ssft_env.store_uri(ROOT),
                  ssft_env.PIPELINE_RUN_ID: f"study:{study.name}/{cell.label}", **(env or {})}
-    for wave in waves:
-        with ThreadPoolExecutor(max_workers=width) as pool:
-            list(pool.map(lambda args: _stage(d, args, cell.label, stage_env), wave))
+
+    def stage(args: list[str]) -> None:
+        with slots:
+            _stage(d, args, cell.label, stage_env)
+
+    def method(m: str) -> None:
+        stage(["train", "--method", m])
+        stage(["evaluate", "--method", m])
+
+    stage(["traces", "--out", "data/traces"])
+    with ThreadPoolExecutor(max_workers=len(methods)) as pool:
+        list(pool.map(method, methods))
     atomic.write_text(done, json.dumps({"key": key, "seconds": round(time.monotonic() - t0, 1),
                                         "overrides": overrides(study, cell)}, indent=2))
     log.info("%s: done in %.0f s", cell.label, time.monotonic() - t0)
@@ -186,26 +206,28 @@ def spread(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def aggregate(results: dict[Cell, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, tuple]]]:
-    """setting -> method -> metric -> (mean, std, seeds) over the setting's seeds."""
+    """setting -> method -> metric -> (mean, std, seeds) over the setting's seeds, for every numeric metric
+    (the tables show KEYS; the figures and study.json use the rest: pass@k, cons@k, the temperature sweep)."""
     out: dict[str, dict[str, dict[str, tuple]]] = {}
     for setting in dict.fromkeys(c.setting.name for c in results):
         mine = [r for c, r in results.items() if c.setting.name == setting]
         methods = list(dict.fromkeys(m for r in mine for m in r))
-        out[setting] = {m: {k: spread(r[m][k] for r in mine if m in r and k in r[m]) for k in KEYS
-                            if any(m in r and k in r[m] for r in mine)} for m in methods}
+        out[setting] = {}
+        for m in methods:
+            keys = dict.fromkeys(k for r in mine if m in r for k, v in r[m].items()
+                                 if isinstance(v, (int, float)) and math.isfinite(v))
+            out[setting][m] = {k: spread(r[m][k] for r in mine if m in r and k in r[m]) for k in keys}
     return out
 
 
 def per_question(details: Path, n_tags: int) -> dict[str, dict[str, float]]:
     """question -> PAIRED metrics of the sampled generations of one method (details.jsonl)."""
     from ssft.eval.evaluate import _as_generations
-    from ssft.eval.metrics import compute_metrics
+    from ssft.eval.metrics import compute_metrics, main_sampled
 
-    rows: dict[str, list[dict]] = {}
-    for line in details.read_text().splitlines():
-        r = json.loads(line)
-        if r["temperature"] > 0:
-            rows.setdefault(r["question_id"], []).append(r)
+    rows: dict[str, list] = {}
+    for r in main_sampled([json.loads(line) for line in details.read_text().splitlines()]):
+        rows.setdefault(r["question_id"], []).append(r)
     return {q: {k: v for k, v in compute_metrics(_as_generations(rs, n_tags), n_tags).items() if k in PAIRED}
             for q, rs in rows.items()}
 
@@ -232,7 +254,7 @@ def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, tup
 
 
 # -- the run and its report -----------------------------------------------------------------------------
-CellRunner = Callable[[Study, Cell, dict[str, str]], dict[str, dict[str, float]]]
+CellRunner = Callable[[Study, Cell, dict[str, str], threading.Semaphore], dict[str, dict[str, float]]]
 
 
 def _tracker(study: Study, params: Path) -> Any:
@@ -249,32 +271,44 @@ def _tracker(study: Study, params: Path) -> Any:
 
 def run(study: Study, report: Path, workdir: Path, runner: CellRunner | None = None,
         params: Path = ROOT / "params.yaml") -> str:
-    """Every cell (``runner``: :func:`run_cell` unless the Prefect flow wraps it), then the report. MLflow: a
-    parent run for the study, a child per cell (its stages' runs nest under it) with the cell's metrics, and
-    the report, its aggregate and figures on the parent."""
+    """Every cell (``runner``: :func:`run_cell` unless the Prefect flow wraps it), then the report. Cells run
+    side by side, their stages sharing ``pipeline.parallel`` slots, so a one-method cell does not leave a
+    core idle. MLflow: a parent run for the study, a child per cell (its stages' runs nest under it) with the
+    cell's metrics, and the report, its aggregate and figures on the parent."""
     t0 = time.monotonic()
-    runner = runner or (lambda s, c, e: run_cell(s, c, workdir, params, e))
+    runner = runner or (lambda s, c, e, slots: run_cell(s, c, workdir, params, e, slots))
+    cfg = config_mod.load(params, overrides(study, cells(study)[0]))
+    width = ssft_env.stage_parallelism(cfg.pipeline.parallel, cfg.train.threads)
+    slots = threading.BoundedSemaphore(width)
     tracker = _tracker(study, params)
     parent = tracker.open_run(f"study-{study.name}", tags={"study": study.name})
-    results: dict[Cell, dict[str, dict[str, float]]] = {}
+
+    def one(cell: Cell) -> dict[str, dict[str, float]]:
+        rid = tracker.open_run(cell.label, parent, {"study": study.name, "setting": cell.setting.name,
+                                                    "seed": str(cell.seed)})
+        try:
+            result = runner(study, cell, {ssft_env.PARENT_RUN_ID: rid} if rid else {}, slots)
+        except BaseException:
+            tracker.close_run(rid, failed=True)
+            raise
+        tracker.close_run(rid, {f"{m}/{k}": v for m, ms in result.items() for k, v in ms.items() if k in KEYS})
+        return result
+
     try:
-        for cell in cells(study):
-            rid = tracker.open_run(cell.label, parent, {"study": study.name, "setting": cell.setting.name,
-                                                        "seed": str(cell.seed)})
+        with ThreadPoolExecutor(max_workers=width) as pool:  # each thread keeps the caller's context (Prefect's)
+            futures = {c: pool.submit(contextvars.copy_context().run, one, c) for c in cells(study)}
             try:
-                results[cell] = runner(study, cell, {ssft_env.PARENT_RUN_ID: rid} if rid else {})
+                results = {c: f.result() for c, f in futures.items()}
             except BaseException:
-                tracker.close_run(rid, failed=True)
+                pool.shutdown(wait=True, cancel_futures=True)  # cells not started yet never start
                 raise
-            tracker.close_run(rid, {f"{m}/{k}": v for m, ms in results[cell].items() for k, v in ms.items()
-                                    if k in KEYS})
         agg = aggregate(results)
         text = write_report(study, results, agg, workdir, report, time.monotonic() - t0)
     except BaseException:
         tracker.close_run(parent, failed=True)
         raise
     tracker.close_run(parent, {f"{s}/{m}/{k}": v[0] for s, t in agg.items() for m, ms in t.items()
-                               for k, v in ms.items()},
+                               for k, v in ms.items() if k in KEYS},
                       [report, report.with_suffix(".json"), *sorted(report.with_suffix("").glob("*.png"))])
     log.info("study %s: %d cells in %.0f s -> %s", study.name, len(results), time.monotonic() - t0, report)
     return text
@@ -304,6 +338,7 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
              f"{seconds / 60:.1f} min (reused cells count as 0).", "",
              "Mean ± standard deviation over seeds; paired differences over (seed, question) with a 95% interval.",
              ""]
+    n_tags: dict[str, int] = {}
     for setting in study.settings:
         table = agg.get(setting.name, {})
         methods = list(table)
@@ -314,18 +349,19 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
                 lines.append(f"| {k} | " + " | ".join(_fmt(table[m][k]) if k in table[m] else "–"
                                                       for m in methods) + " |")
         paths = [cell_dir(workdir, study, c) for c in results if c.setting == setting]
-        tags = _num_tags(paths)
+        tags = n_tags[setting.name] = _num_tags(paths)
         for base in [m for m in methods if m != "ssft"] if "ssft" in methods else []:
             diff = paired(paths, "ssft", base, tags)
             if diff:
                 lines += ["", f"ssft − {base} (paired):", ""]
                 lines += [f"- {k}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (n={d[3]}): {_reading(d)}"
                           for k, d in diff.items()]
+        lines += _at_k_lines(table, tags) + _temperature_lines(table) + _dynamics_lines(paths)
         lines.append("")
     try:
         from ssft.tracking.figures import save_figures, study_figures
 
-        figures = save_figures(study_figures(agg), report.with_suffix(""))
+        figures = save_figures(study_figures(agg, n_tags), report.with_suffix(""))
     except ImportError:  # a GPU image without matplotlib: the tables still say everything
         log.warning("matplotlib is not installed: %s has no figures", report)
         figures = []
@@ -335,6 +371,65 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
     atomic.write_text(report.with_suffix(".json"), json.dumps(
         {s: {m: {k: list(v) for k, v in ms.items()} for m, ms in t.items()} for s, t in agg.items()}, indent=2))
     return text
+
+
+def _at_k_lines(table: dict[str, dict[str, tuple]], n_tags: int) -> list[str]:
+    """pass@k and cons@k against k, where the setting sampled enough for k beyond N."""
+    curves = {m: (at_k(ms, "pass", n_tags), at_k(ms, "cons", n_tags)) for m, ms in table.items()}
+    ks = sorted({k for p, c in curves.values() for k in (*p, *c)})
+    if len(ks) < 3:
+        return []
+    lines = ["", "pass@k / cons@k against k (k = N: pass@N / cons@N):", "",
+             "| k | " + " | ".join(f"{m} pass@k | {m} cons@k" for m in curves) + " |",
+             "|---|" + "---|---|" * len(curves)]
+    for k in ks:
+        lines.append(f"| {k} | " + " | ".join(f"{_fmt(p[k]) if k in p else '–'} | {_fmt(c[k]) if k in c else '–'}"
+                                              for p, c in curves.values()) + " |")
+    return lines
+
+
+def _temperature_lines(table: dict[str, dict[str, tuple]]) -> list[str]:
+    """Diversity against accuracy: each method greedy and at every sampled temperature (eval.temperatures)."""
+    temps = sorted({t for ms in table.values() for k in ms if (t := temperature_of(k)) is not None})
+    if not temps:
+        return []
+    lines = ["", "Temperature sweep (greedy = one generation per tag; coverage of N):", "",
+             "| method | temperature | pass@1 | cons@N | coverage |", "|---|---|---|---|---|"]
+    for m, ms in table.items():
+        for label, suffix in [("greedy", "_greedy"), *((f"{t:g}", f"_t{t:g}") for t in temps)]:
+            if f"pass@1{suffix}" in ms:
+                lines.append(f"| {m} | {label} | " + " | ".join(_fmt(ms[k + suffix]) if k + suffix in ms else "–"
+                                                                  for k in SWEEP_ROWS) + " |")
+    return lines
+
+
+def _dynamics_lines(paths: list[Path]) -> list[str]:
+    """SSFT's matching over training: churn, assignment entropy and matched cost per epoch (over seeds), and
+    the tag x strategy matrix of the first seed at its first, middle and last epoch."""
+    found = {p: json.loads(f.read_text())["epochs"] for p in paths
+             if (f := p / "models" / "ssft" / "train_stats.json").exists()}
+    found = {p: r for p, r in found.items() if r}
+    if not found:
+        return []
+    runs = list(found.values())
+    epochs = min(len(r) for r in runs)
+    lines = ["", "SSFT matching per epoch (mean ± std over seeds; churn: share of questions whose assignment "
+             "changed since last seen):", "", "| epoch | step | churn | assignment entropy | matched cost |",
+             "|---|---|---|---|---|"]
+    for e in range(epochs):
+        cols = [[r[e][k] for r in runs if r[e].get(k) is not None]
+                for k in ("churn", "assignment_entropy", "mean_matched_cost")]
+        lines.append(f"| {e} | {runs[0][e]['step']} | "
+                     + " | ".join(_fmt(spread(c)) if c else "–" for c in cols) + " |")
+    path, first = next(iter(found.items()))
+    for e in sorted({0, epochs // 2, epochs - 1}):
+        counts = first[e]["tag_source_counts"]
+        sources = sorted({src for c in counts.values() for src in c})
+        lines += ["", f"Tag x strategy, epoch {e} ({path.name}, question-steps):", "",
+                  "| tag | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+        lines += [f"| {t if t != '0' else 'shared'} | " + " | ".join(str(c.get(src, 0)) for src in sources) + " |"
+                  for t, c in sorted(counts.items(), key=lambda kv: int(kv[0]))]
+    return lines
 
 
 def _num_tags(paths: list[Path]) -> int:

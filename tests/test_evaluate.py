@@ -21,7 +21,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ssft.data.tasks import get_task
 
     root = tmp_path_factory.mktemp("eval")
-    cfg = tiny_cfg(**{"eval.ks": [2, 8]})
+    cfg = tiny_cfg(**{"eval.ks": [2, 8], "eval.temperatures": [0.05, 3.0]})
     for split, rows in synthetic.synthetic_splits(get_task("add4", marked=True), 32, 8, 0, n_val=8).items():
         traces.write(rows, root / "data" / f"{split}.parquet")
     for method in ("ssft", "sft"):
@@ -37,8 +37,8 @@ def test_outputs_and_keys(evaluated: Path, method: str, greedy_per_q: int) -> No
     assert KEYS <= set(m) and {k + "_greedy" for k in ("pass@1", "cons@N", "coverage", "purity", "nmi")} <= set(m)
     assert all(isinstance(v, (int, float)) for v in m.values())
     rows = [json.loads(line) for line in (evaluated / "results" / method / "details.jsonl").read_text().splitlines()]
-    greedy = [r for r in rows if r["temperature"] == 0]
-    sampled = [r for r in rows if r["temperature"] > 0]
+    greedy = [r for r in rows if r["set"] == "greedy"]
+    sampled = [r for r in rows if r["set"] == "sampled"]
     assert len(greedy) == 8 * greedy_per_q and len(sampled) == 8 * 8
     assert {"question_id", "tag", "sample", "temperature", "text", "answer", "correct", "mode"} <= set(rows[0])
     if method == "sft":
@@ -84,7 +84,7 @@ def _recompute(rows: list[dict], n: int) -> dict[str, float]:
 def test_metrics_recompute_from_details(evaluated: Path, method: str) -> None:
     m = json.loads((evaluated / "results" / method / "metrics.json").read_text())
     rows = [json.loads(line) for line in (evaluated / "results" / method / "details.jsonl").read_text().splitlines()]
-    again = _recompute([r for r in rows if r["temperature"] > 0], 4)
+    again = _recompute([r for r in rows if r["set"] == "sampled"], 4)
     assert again == pytest.approx({k: m[k] for k in again}), "metrics.json agrees with its details.jsonl"
 
 
@@ -112,6 +112,25 @@ def echo(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     return ev, Tok(), layout
 
 
+@pytest.mark.parametrize("method", ["ssft", "sft"])
+def test_the_temperature_sweep_samples_at_each_temperature(evaluated: Path, method: str) -> None:
+    """eval.temperatures: one more sampled set per temperature, its metrics suffixed _t<T>; the main set's
+    temperature is in the series too. Near-greedy sampling repeats itself, hot sampling does not."""
+    m = json.loads((evaluated / "results" / method / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (evaluated / "results" / method / "details.jsonl").read_text().splitlines()]
+    sweep = {t: [r for r in rows if r["set"] == "sweep" and r["temperature"] == t] for t in (0.05, 3.0)}
+    assert all(len(rs) == 8 * 8 for rs in sweep.values())
+    for t, rs in sweep.items():
+        again = _recompute(rs, 4)
+        assert again == pytest.approx({k: m[f"{k}_t{t:g}"] for k in again}), t
+    assert m["pass@1_t0.7"] == m["pass@1"] and m["coverage_t0.7"] == m["coverage"]
+
+    def alphabet(rs: list[dict]) -> int:  # cold sampling keeps to the few likeliest characters
+        return len(set("".join(r["text"] for r in rs)))
+
+    assert 2 * alphabet(sweep[0.05]) < alphabet(sweep[3.0]), (alphabet(sweep[0.05]), alphabet(sweep[3.0]))
+
+
 @pytest.mark.parametrize("tagged", [True, False])
 def test_metrics_agree_with_the_independent_recompute_on_varied_answers(tagged: bool) -> None:
     """The tiny trained models answer mostly wrong; here answers, ties, misses and modes vary (seeded)."""
@@ -135,8 +154,8 @@ def test_each_tag_label_is_that_tags_generation(echo) -> None:  # noqa: ANN001
     ev, tok, layout = echo
     q = type("Q", (), {"question": "1+2+3+4?", "question_id": "q", "answer": "10"})()
     judge = ev.Judge(lambda text: text, lambda q, text: False, lambda pairs: [None] * len(pairs))
-    for greedy in (True, False):
-        rows = ev._generations(tiny_cfg(), None, tok, layout, [q, q], [1, 2, 3, 4], greedy, judge)
+    for temperature in (None, 0.7, 1.3):
+        rows = ev._generations(tiny_cfg(), None, tok, layout, [q, q], [1, 2, 3, 4], temperature, judge)
         assert rows and all(r["text"] == f"think{r['tag']}>" for r in rows), rows[:6]
 
 

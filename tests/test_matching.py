@@ -1,6 +1,7 @@
 """Matching: assignment against brute force, cached against uncached scoring, statistics and their state."""
 
 import itertools
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from ssft.config import ModelConfig
 from ssft.train import models
-from ssft.train.matching import MatchStats, ScoreItem, assign, score_costs
+from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, assign, score_costs
 
 
 def brute_force(cost: np.ndarray) -> float:
@@ -34,6 +35,22 @@ def test_ties_break_deterministically_towards_low_tags() -> None:
     c = np.ones((3, 3))
     c[2, 0] = 0.5                                   # a real preference wins over the tie-breaker
     assert assign(c).tolist()[2] == 0
+
+
+def test_ties_break_at_random_given_a_generator() -> None:
+    """Equal costs (new tags share one embedding; traces that share their first L tokens cost the same)
+    must not hand trace j to tag j: that would copy the data's strategy order onto the tags."""
+    rng = np.random.default_rng(0)
+    draws = [tuple(assign(np.ones((4, 4)), rng)) for _ in range(480)]
+    counts = Counter(draws)
+    assert len(counts) == 24 and max(counts.values()) < 45, counts   # all 24 matchings, none favoured
+    assert all(sorted(d) == [0, 1, 2, 3] for d in draws)
+    c = np.ones((3, 3))
+    c[2, 0] = 1 - 2e-6                               # a real preference (2 x TIE_RESOLUTION) always wins
+    assert all(assign(c, rng)[2] == 0 for _ in range(200))
+    near = np.ones((2, 2))
+    near[0, 1] += 1e-9                               # below the resolution: still a tie
+    assert {tuple(assign(near, rng)) for _ in range(100)} == {(0, 1), (1, 0)}
 
 
 def test_more_traces_than_tags_is_an_error() -> None:
@@ -122,3 +139,17 @@ def test_fork_depth_makes_a_short_cost_prefix_blind() -> None:
     sighted = score_costs(model, [item], 8, tok.pad_token_id)[0]
     assert np.allclose(blind, blind[:1], atol=1e-5), blind      # every trace row the same
     assert not np.allclose(sighted, sighted[:1], atol=1e-3), sighted
+
+
+def test_a_cost_prefix_inside_the_shared_tokens_disagrees_with_whole_trace_matching() -> None:
+    """Traces that share their first 4 tokens cost the same under L <= 4 for every tag (a tie: a random
+    matching), while their whole texts differ: agreement near 1/3! = 0.17; past the fork it is exact."""
+    model, _ = models.build(ModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), 3, 0)
+    g = torch.Generator().manual_seed(1)
+    ids = lambda n: torch.randint(5, 60, (n,), generator=g).tolist()
+    items = []
+    for _ in range(60):
+        question, shared = ids(4), ids(4)
+        items.append(ScoreItem([question + [60 + i] for i in range(3)], [shared + ids(5) + [2] for _ in range(3)]))
+    assert agreement_with_full(model, items, 10, 0, seed=0) == 1.0
+    assert agreement_with_full(model, items, 4, 0, seed=0) < 0.4

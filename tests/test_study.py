@@ -20,7 +20,8 @@ MINI = {
              "eval.samples": 8, "eval.ks": [8], "eval.max_new_tokens": 40, "tracking.enabled": False,
              "tracking.system_metrics": False},
     "seeds": [0, 1],
-    "settings": [{"name": "a", "params": {"train.methods": ["ssft", "sft"]}},
+    "settings": [{"name": "a", "params": {"train.methods": ["ssft", "sft"], "eval.temperatures": [1.0],
+                                          "eval.ks": [1, 2, 8]}},
                  {"name": "b", "params": {"ssft.cost_tokens": 4, "train.methods": ["ssft", "sft"]}}],
 }
 
@@ -46,6 +47,14 @@ def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) 
                 values = [m[key] for m in per_seed]
                 assert agg[setting][method][key] == pytest.approx(
                     [statistics.mean(values), statistics.stdev(values), 2]), (setting, method, key)
+    assert "pass@k / cons@k against k" in report and "| 8 |" in report
+    assert "Temperature sweep" in report and "| sft | 1 |" in report and "| ssft | greedy |" in report
+    assert "SSFT matching per epoch" in report and "Tag x strategy, epoch 0 (seed0" in report
+    for fig in ("pass_cons_vs_k", "diversity_vs_accuracy"):
+        assert (tmp_path / "results" / "study" / f"{fig}.png").exists(), fig
+    values = [json.loads((tmp_path / "cells" / "mini" / "a" / f"seed{s}" / "results" / "sft" / "metrics.json")
+                         .read_text())["coverage_t1"] for s in (0, 1)]
+    assert agg["a"]["sft"]["coverage_t1"] == pytest.approx([statistics.mean(values), statistics.stdev(values), 2])
     b0 = yaml.safe_load((tmp_path / "cells" / "mini" / "b" / "seed0" / "params.yaml").read_text())
     assert (b0["ssft"]["cost_tokens"], b0["seed"], b0["train"]["methods"]) == (4, 0, ["ssft", "sft"])
     # MLflow: one parent run for the study, a child per cell, each method's training run under its cell
@@ -72,12 +81,19 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match=r"(?s)bad.yaml: setting 'x': .*train.max_step: unknown setting"):
         study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
+    bad = {**MINI, "settings": [{"name": "x", "params": {}, "seed": [1]}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"bad.yaml: setting 'x': unknown key\(s\) \['seed'\]; a setting has name"):
+        study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
     with pytest.raises(ValueError, match="no such study file; the shipped ones: cpu, gpu"):
         study.load(tmp_path / "nope.yaml")
 
 
 def test_the_shipped_studies_load() -> None:
-    assert len(study.cells(study.load(ROOT / "studies" / "cpu.yaml"))) == 21
+    cpu = study.cells(study.load(ROOT / "studies" / "cpu.yaml"))
+    assert len(cpu) == 18
+    assert [c.seed for c in cpu if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
+    assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2]  # the study's
     assert len(study.cells(study.load(ROOT / "studies" / "gpu.yaml"))) == 6
 
 
@@ -95,8 +111,9 @@ def test_aggregate_is_mean_and_sample_spread_over_seeds() -> None:
 def _details(path: Path, correct_by_q: dict[str, list[bool]]) -> None:
     """Sampled rows with 2 tags x 2 samples per question; answer "1" when correct, else "2"."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"question_id": q, "tag": k % 2 + 1, "sample": k // 2, "temperature": 0.7, "answer": "1" if c else "2",
-             "correct": c, "mode": None, "length": 3} for q, cs in correct_by_q.items() for k, c in enumerate(cs)]
+    rows = [{"question_id": q, "tag": k % 2 + 1, "sample": k // 2, "set": "sampled", "temperature": 0.7,
+             "answer": "1" if c else "2", "correct": c, "mode": None, "length": 3}
+            for q, cs in correct_by_q.items() for k, c in enumerate(cs)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 

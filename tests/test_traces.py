@@ -1,5 +1,6 @@
 """Trace dataset: parquet round trip and a clear error (file, row, field, fix) for each kind of bad input."""
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,18 @@ def test_missing_file_says_how_to_make_it(tmp_path: Path) -> None:
 def test_eval_split_is_held_out() -> None:
     s = synthetic.synthetic_splits(get_task("add4"), 100, 50, seed=3)
     assert not {r["question_id"] for r in s["train"]} & {r["question_id"] for r in s["eval"]}
+
+
+def test_min_strategies_varies_the_traces_per_training_question_only() -> None:
+    task = get_task("add4")
+    full = synthetic.synthetic_splits(task, 200, 20, seed=1)
+    s = synthetic.synthetic_splits(task, 200, 20, seed=1, min_strategies=2)
+    per_q = Counter(r["question_id"] for r in s["train"])
+    assert set(per_q.values()) == {2, 3, 4}, per_q                  # every M from 2 to 4 occurs
+    assert set(per_q) == {r["question_id"] for r in full["train"]}  # no question is lost
+    kept = {(r["question_id"], r["source"]) for r in s["train"]}
+    strategies = [tuple(r["source"] for r in s["train"] if r["question_id"] == q) for q in per_q]
+    assert len(set(strategies)) > 8, "which strategies are kept is drawn per question"
+    assert kept <= {(r["question_id"], r["source"]) for r in full["train"]}
+    assert s["eval"] == full["eval"]                                 # held-out questions are untouched
+    assert s == synthetic.synthetic_splits(task, 200, 20, seed=1, min_strategies=2)  # seeded

@@ -33,6 +33,8 @@ def test_choose_tags_per_method() -> None:
     assert choose_tags("fixed", EX, 3, None, rng) == [2, 1]
     draws = {tuple(choose_tags("random", EX, 3, None, rng)) for _ in range(200)}
     assert all(len(set(d)) == 2 and set(d) <= {1, 2, 3} for d in draws) and len(draws) == 6
+    tied = {tuple(choose_tags("ssft", EX, 3, np.ones((2, 3)), rng)) for _ in range(200)}
+    assert len(tied) == 6, "ssft must break cost ties at random, not trace j -> tag j"
 
 
 def test_random_tags_are_drawn_afresh_every_step(tmp_path: Path, trace_dir: Path) -> None:

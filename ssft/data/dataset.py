@@ -63,7 +63,8 @@ def splits(cfg: Config) -> dict[str, list[dict]]:
     if d.source == "synthetic":
         task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
         return synthetic.synthetic_splits(task, cfg.traces.train_questions, cfg.traces.eval_questions, cfg.seed,
-                                          cfg.traces.strategies or None, cfg.traces.val_questions)
+                                          cfg.traces.strategies or None, cfg.traces.val_questions,
+                                          cfg.traces.min_strategies)
     assert d.path is not None, "config validation requires data.path for import and generate"
     if d.source == "import":
         rows = importer.read_traces(Path(d.path), d.columns)

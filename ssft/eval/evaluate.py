@@ -3,10 +3,12 @@
 Two generation sets per eval question, both batched across questions:
     greedy   one generation per tag (the untagged ``sft`` model: one, from its single prompt)
     sampled  ``eval.samples`` at ``eval.temperature``, split evenly over the tags
-Metrics (see ``ssft.eval.metrics``) come from the sampled set, and again from the greedy set with suffix
-``_greedy``. A :class:`Judge` scores generations: the synthetic task itself, or ``data.checker`` plus a
-teacher classifier for imported and generated data. ``details.jsonl`` holds one line per generation, so
-every figure can be recomputed.
+    sweep    the same at each of ``eval.temperatures`` (diversity against accuracy; usually empty)
+Metrics (see ``ssft.eval.metrics``) come from the sampled set, again from the greedy set with suffix
+``_greedy`` and from each sweep set with suffix ``_t<temperature>``. A :class:`Judge` scores generations:
+the synthetic task itself, or ``data.checker`` plus a teacher classifier for imported and generated data.
+``details.jsonl`` holds one line per generation (its ``set``: greedy, sampled or sweep), so every figure can
+be recomputed.
 Run: ``ssft evaluate --method ssft``.
 """
 
@@ -96,17 +98,19 @@ def judge_for(cfg: Config, train_file: Path | None, train: list[dict] | None) ->
 
 
 def _generations(cfg: Config, model, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
-                 greedy: bool, judge: Judge) -> list[dict]:
-    """Details rows of one generation set, in (question, tag, sample) order."""
+                 temperature: float | None, judge: Judge) -> list[dict]:
+    """Details rows of one generation set (``temperature`` None = greedy), in (question, tag, sample) order."""
+    greedy = temperature is None
     per_tag = 1 if greedy else cfg.eval.samples // len(tags)
     prompts = [prompt_ids(tokenizer, layout, q.question, t) for q in questions for t in tags]
-    outs = generate(model, tokenizer, prompts, per_tag, None if greedy else cfg.eval.temperature,
-                    cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    outs = generate(model, tokenizer, prompts, per_tag, temperature, cfg.eval.top_p, cfg.eval.max_new_tokens,
+                    cfg.eval.batch_size)
     keys = [(questions[k // len(tags)], tags[k % len(tags)], s, smp) for k, samples in enumerate(outs)
             for s, smp in enumerate(samples)]
     modes = judge.modes([(q, smp.text) for q, _, _, smp in keys])
-    return [{"question_id": q.question_id, "tag": tag, "sample": s,
-             "temperature": 0.0 if greedy else cfg.eval.temperature, "text": smp.text,
+    kind = "greedy" if greedy else "sampled" if temperature == cfg.eval.temperature else "sweep"
+    return [{"question_id": q.question_id, "tag": tag, "sample": s, "set": kind,
+             "temperature": temperature or 0.0, "text": smp.text,
              "answer": judge.answer(smp.text), "correct": judge.correct(q, smp.text), "mode": mode,
              "length": smp.length} for (q, tag, s, smp), mode in zip(keys, modes)]
 
@@ -140,7 +144,7 @@ def validation_tag(cfg: Config, model, tokenizer, layout: PromptLayout, val_file
     if tags[0] is None or val_file is None or not Path(val_file).exists() or not traces.num_rows(val_file):
         return None, {}
     questions = traces.load_questions(val_file)
-    rows = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True, judge=judge)
+    rows = _generations(cfg, model, tokenizer, layout, questions, tags, None, judge)
     acc = {t: sum(r["correct"] for r in rows if r["tag"] == t) / len(questions) for t in tags if t is not None}
     best = max(sorted(acc), key=lambda t: acc[t])
     log.info("validation (%d questions): accuracy per tag %s -> tag %d", len(questions),
@@ -164,13 +168,20 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     judge = judge_for(cfg, train_file, train)
     tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
     torch.manual_seed(cfg.seed)
-    greedy = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=True, judge=judge)
-    sampled = _generations(cfg, model, tokenizer, layout, questions, tags, greedy=False, judge=judge)
+    greedy = _generations(cfg, model, tokenizer, layout, questions, tags, None, judge)
+    sampled = _generations(cfg, model, tokenizer, layout, questions, tags, cfg.eval.temperature, judge)
+    sweep = {t: _generations(cfg, model, tokenizer, layout, questions, tags, t, judge)
+             for t in cfg.eval.temperatures if t != cfg.eval.temperature}
     stats = train_stats(model_dir)
     best = best_tag(stats) if tags[0] is not None else None
     chosen, val_acc = validation_tag(cfg, model, tokenizer, layout, val_file, tags, judge)
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best, val_tag=chosen),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy", val_tag=chosen),
+              # the sweep, the main sampled set among its temperatures: one series per method
+              **{k: v for t, rows in sorted({**sweep, cfg.eval.temperature: sampled}.items()) if sweep
+                 for k, v in metrics.compute_metrics(_as_generations(rows, n), n, (), best, suffix=f"_t{t:g}",
+                                                     val_tag=chosen).items()},
+              **{k: float(stats[k]) for k in ("match_agreement_full",) if k in stats},
               "best_tag": best or 0, "val_tag": chosen or 0, **val_acc,
               "dead_tags": float(len(stats.get("dead_tags", []))) if tags[0] else 0.0, **judge.extra}
     tmp = temp_path(out_dir)
@@ -178,7 +189,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     tmp.mkdir(parents=True)
     (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     with open(tmp / "details.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in greedy + sampled)
+        f.writelines(json.dumps(row) + "\n" for rows in (greedy, sampled, *sweep.values()) for row in rows)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)
     headline = {k: round(result[k], 3) for k in ("pass@1", "cons@N", "coverage", "coverage_greedy", "purity")}

@@ -166,6 +166,11 @@ def _purity(gens: Sequence[Generation]) -> float:
     return max(modes.values()) / len(gens) if modes else 0.0
 
 
+def main_sampled(rows: Sequence[Mapping]) -> list[Mapping]:
+    """The details rows of the main sampled set (``eval.temperature``): not greedy, not a temperature sweep."""
+    return [r for r in rows if r["set"] == "sampled"]
+
+
 # -----------------------------------------------------------------------------
 # the whole evaluation
 

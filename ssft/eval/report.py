@@ -4,6 +4,7 @@ headline comparison first and its rows in bold."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ssft import atomic
@@ -17,6 +18,8 @@ ROWS = ("pass@1", "pass@1_val_tag", "pass@1_tag1", "pass@1_best_tag", "dead_tags
         "pass@N", "coverage", "purity", "nmi", "blended", "distinct_answers", "teacher_classifier_acc",
         "pass@1_greedy", "pass@1_val_tag_greedy", "pass@1_tag1_greedy", "pass@1_best_tag_greedy", "cons@N_greedy",
         "cons@N_ties_greedy", "pass@N_greedy", "coverage_greedy", "purity_greedy", "nmi_greedy", "blended_greedy")
+# Rows of the temperature sweep (eval.temperatures), each as <metric>_t<T>: accuracy against diversity.
+SWEEP_ROWS = ("pass@1", "cons@N", "coverage")
 
 
 def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
@@ -34,12 +37,29 @@ def _k_order(key: str) -> tuple[bool, int, str]:
     return key.endswith("_greedy"), int(key.split("@")[1].split("_")[0]), key
 
 
+def temperature_of(key: str) -> float | None:
+    """The temperature of a sweep metric (``cons@N_t0.3`` -> 0.3), None for the others."""
+    match = re.search(r"_t(\d+(?:\.\d+)?)$", key)
+    return float(match.group(1)) if match else None
+
+
+def at_k(metrics: dict, family: str, n_tags: int) -> dict:
+    """k -> ``family``@k (pass or cons) of one method's metrics (any value type), k = N from ``<family>@N``."""
+    points = {int(k.split("@")[1]): v for k, v in metrics.items() if re.fullmatch(rf"{family}@\d+", k)}
+    if f"{family}@N" in metrics:
+        points[n_tags] = metrics[f"{family}@N"]
+    return dict(sorted(points.items()))
+
+
 def markdown(table: dict[str, dict]) -> str:
     methods = list(table)
-    extra = sorted({k for m in methods for k in table[m] if k.startswith(("cons@", "pass@")) and k not in ROWS
-                    and "_ties" not in k}, key=_k_order)
+    keys = {k for m in methods for k in table[m]}
+    extra = sorted({k for k in keys if k.startswith(("cons@", "pass@")) and k not in ROWS and "_ties" not in k
+                    and temperature_of(k) is None}, key=_k_order)
+    sweep = sorted((k for k in keys if temperature_of(k) is not None and k.rsplit("_t", 1)[0] in SWEEP_ROWS),
+                   key=lambda k: (temperature_of(k), SWEEP_ROWS.index(k.rsplit("_t", 1)[0])))
     lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for key in [*ROWS, *extra]:
+    for key in [*ROWS, *extra, *sweep]:
         if any(key in table[m] for m in methods):
             cells = [f"{table[m][key]:.3f}" if key in table[m] else "–" for m in methods]
             name = f"**{key}**" if key in HEADLINE else key

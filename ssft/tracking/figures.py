@@ -7,6 +7,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from ssft.eval.metrics import main_sampled
+from ssft.eval.report import at_k, temperature_of
+
 
 def counts_table(counts: dict[str, dict[str, int]]) -> dict[str, list]:
     cols = sorted({c for row in counts.values() for c in row})
@@ -16,9 +19,8 @@ def counts_table(counts: dict[str, dict[str, int]]) -> dict[str, list]:
 
 def tag_mode_table(details: list[dict]) -> dict[str, list]:
     counts: dict[str, Counter] = defaultdict(Counter)
-    for r in details:
-        if r["temperature"] > 0:
-            counts[str(r["tag"] or 0)][r["mode"] or "none"] += 1
+    for r in main_sampled(details):
+        counts[str(r["tag"] or 0)][r["mode"] or "none"] += 1
     return counts_table({t: dict(c) for t, c in counts.items()})
 
 
@@ -79,7 +81,7 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sampled = [r for r in details if r["temperature"] > 0]
+    sampled = main_sampled(details)
     modes: dict[str, Counter] = defaultdict(Counter)
     lengths: dict[str, list[int]] = defaultdict(list)
     for r in sampled:
@@ -98,7 +100,7 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
     figs["length_histogram"] = fig
     fig, ax = plt.subplots(figsize=(5, 3))
     for family in ("pass", "cons"):
-        points = _at_k(metrics, family, n_tags)
+        points = at_k(metrics, family, n_tags)
         if points:
             ax.plot(list(points), list(points.values()), marker="o", label=f"{family}@k")
     ax.set_xscale("log", base=2)
@@ -112,14 +114,6 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
 
 # The report's key metrics: accuracy, voting and mode diversity (coverage and distinct answers divided by N).
 KEY_METRICS = ("pass@1", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi")
-
-
-def _at_k(metrics: dict[str, float], family: str, n_tags: int) -> dict[int, float]:
-    points = {int(k.split("@")[1]): v for k, v in metrics.items()
-              if k.startswith(family + "@") and k.split("@")[1].isdigit()}
-    if f"{family}@N" in metrics:
-        points[n_tags] = metrics[f"{family}@N"]
-    return dict(sorted(points.items()))
 
 
 def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, list[dict]],
@@ -150,7 +144,7 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
     fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
     for ax, family in zip(axes, ("pass", "cons")):
         for m in methods:
-            points = _at_k(table[m], family, n_tags)
+            points = at_k(table[m], family, n_tags)
             if points:
                 ax.plot(list(points), list(points.values()), marker="o", label=m)
         ax.set_xscale("log", base=2)
@@ -180,7 +174,21 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
 STUDY_METRICS = ("pass@1", "pass@1_val_tag", "cons@N", "pass@N", "purity", "nmi")
 
 
-def study_figures(agg: dict[str, dict[str, dict[str, tuple]]]) -> dict[str, Any]:
+def study_figures(agg: dict[str, dict[str, dict[str, tuple]]], n_tags: dict[str, int]) -> dict[str, Any]:
+    """The study's figures from its aggregate (setting -> method -> metric -> (mean, std, n)): key metrics per
+    setting; pass@k and cons@k against k where a setting sampled past N; accuracy against diversity where it
+    swept the temperature."""
+    figs = {"metrics_by_setting": _metrics_by_setting(agg)}
+    deep = [s for s in agg if any(len(at_k(ms, "pass", n_tags.get(s, 1))) >= 3 for ms in agg[s].values())]
+    if deep:
+        figs["pass_cons_vs_k"] = _study_at_k(agg, deep, n_tags)
+    swept = [s for s in agg if any(temperature_of(k) is not None for ms in agg[s].values() for k in ms)]
+    if swept:
+        figs["diversity_vs_accuracy"] = _diversity_vs_accuracy(agg, swept)
+    return figs
+
+
+def _metrics_by_setting(agg: dict[str, dict[str, dict[str, tuple]]]) -> Any:
     """One panel per setting: the key metrics per method, bars at the mean over seeds, whiskers one standard
     deviation."""
     import matplotlib
@@ -205,4 +213,57 @@ def study_figures(agg: dict[str, dict[str, dict[str, tuple]]]) -> dict[str, Any]
         ax.legend(fontsize=7, ncol=len(methods), loc="lower right")
     fig.tight_layout()
     plt.close(fig)
-    return {"metrics_by_setting": fig}
+    return fig
+
+
+def _study_at_k(agg: dict[str, dict[str, dict[str, tuple]]], settings: list[str], n_tags: dict[str, int]) -> Any:
+    """A row per setting: pass@k and cons@k against k per method, mean over seeds with one-std bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(settings), 2, figsize=(8, 2.8 * len(settings)), squeeze=False)
+    for row, setting in zip(axes, settings):
+        for ax, family in zip(row, ("pass", "cons")):
+            for m, ms in agg[setting].items():
+                points = at_k(ms, family, n_tags.get(setting, 1))
+                ks, mean, std = list(points), [v[0] for v in points.values()], [v[1] for v in points.values()]
+                line, = ax.plot(ks, mean, marker="o", label=m)
+                ax.fill_between(ks, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
+                                color=line.get_color(), alpha=0.15)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("k")
+            ax.set_title(f"{setting}: {family}@k", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _diversity_vs_accuracy(agg: dict[str, dict[str, dict[str, tuple]]], settings: list[str]) -> Any:
+    """A row per setting: coverage and cons@N against mean accuracy (pass@1), one line per method through its
+    greedy set and every sampled temperature (labelled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(settings), 2, figsize=(9, 3.4 * len(settings)), squeeze=False)
+    for row, setting in zip(axes, settings):
+        for ax, metric in zip(row, ("coverage", "cons@N")):
+            for m, ms in agg[setting].items():
+                temps = sorted({t for k in ms if (t := temperature_of(k)) is not None})
+                sets = [("greedy", "_greedy"), *((f"{t:g}", f"_t{t:g}") for t in temps)]
+                points = [(label, ms[f"pass@1{sfx}"][0], ms[f"{metric}{sfx}"][0]) for label, sfx in sets
+                          if f"pass@1{sfx}" in ms and f"{metric}{sfx}" in ms]
+                ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=m)
+                for label, x, y in points:
+                    ax.annotate(label, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            ax.set_xlabel("mean accuracy (pass@1)")
+            ax.set_ylabel(metric)
+            ax.set_title(f"{setting}: {metric} against accuracy", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -152,23 +152,42 @@ def score_costs(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens:
     return score(model, score_batch(items, cost_tokens, pad_id, prefix_cache), items)
 
 
-def assign(cost: np.ndarray) -> np.ndarray:
+def assign(cost: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
     """Trace j -> tag index ``tags[j]`` (0-based) minimising the summed cost; injective, M <= N.
 
-    Ties (costs within TIE_RESOLUTION) break deterministically towards low tags for early traces (all
-    costs equal -> trace j gets tag j). The tie-breaker sums to < TIE_RESOLUTION / 2, so it never
-    overrules a real difference.
+    Ties (costs within TIE_RESOLUTION) break at random by ``rng``: exact ties are the rule, not the
+    exception (new tags share one embedding, and strategies that share their first L tokens cost the same),
+    and a fixed tie order would hand trace j to tag j, i.e. the strategy order of the data to the tags (the
+    ``fixed`` oracle in disguise). Without ``rng`` they break towards low tags for early traces (all costs
+    equal -> trace j gets tag j). The tie-breaker sums to < TIE_RESOLUTION / 2 over any matching, so it
+    never overrules a real difference.
     """
     m, n = cost.shape
     if m > n:
         raise UserError(f"{m} traces but only {n} tags: ssft.num_tags must be >= traces per question")
     rounded = np.round(cost / TIE_RESOLUTION) * TIE_RESOLUTION
-    j, i = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
-    tiebreak = 0.5 * TIE_RESOLUTION * i * (m - j) / (n * m * m)
-    rows, cols = linear_sum_assignment(rounded + tiebreak)
+    if rng is None:
+        j, i = np.meshgrid(np.arange(m), np.arange(n), indexing="ij")
+        tiebreak = i * (m - j) / (n * m * m)
+    else:
+        tiebreak = rng.random((m, n)) / m
+    rows, cols = linear_sum_assignment(rounded + 0.5 * TIE_RESOLUTION * tiebreak)
     tags = np.empty(m, dtype=np.int64)
     tags[rows] = cols
     return tags
+
+
+def agreement_with_full(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int,
+                        seed: int, batch: int = 32) -> float:
+    """Share of questions whose assignment from the first ``cost_tokens`` trace tokens is the one the whole
+    traces give (ties broken at random, as in training): does the cost prefix see where the modes fork?"""
+    rng = np.random.default_rng(seed)
+    same = []
+    for k in range(0, len(items), batch):
+        chunk = items[k: k + batch]
+        short, full = score_costs(model, chunk, cost_tokens, pad_id), score_costs(model, chunk, 0, pad_id)
+        same += [np.array_equal(assign(a, rng), assign(b, rng)) for a, b in zip(short, full)]
+    return float(np.mean(same)) if same else float("nan")
 
 
 @dataclass

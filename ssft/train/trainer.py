@@ -42,7 +42,7 @@ from ssft.errors import UserError
 from ssft.train import adapters, models
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
 from ssft.train.loss import Targets, nll_sum, resolve_kernel
-from ssft.train.matching import MatchStats, ScoreItem, assign, score, score_batch
+from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, assign, score, score_batch
 
 log = logging.getLogger(__name__)
 STATS_FILE = "train_stats.json"
@@ -157,7 +157,7 @@ def choose_tags(method: str, ex: Example, num_tags: int, cost: np.ndarray | None
     m = len(ex.completions)
     if method == "ssft":
         assert cost is not None, "ssft assigns tags by the cost matrix"
-        return [int(t) + 1 for t in assign(cost)]
+        return [int(t) + 1 for t in assign(cost, rng)]
     if method == "sft":
         return [None] * m
     if method == "random":
@@ -493,6 +493,17 @@ def source_order(cfg: Config, questions: Sequence[QuestionTraces]) -> list[str]:
     return [s for s in order if s in seen] + [s for s in seen if s not in order]
 
 
+def full_cost_agreement(cfg: Config, model: PreTrainedModel, examples: list[Example], pad_id: int,
+                        sample: int = 256) -> float:
+    """How often the trained model's assignment from the first L trace tokens equals the whole-trace one, over
+    (up to) ``sample`` training questions."""
+    items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in examples[:sample]]
+    agree = agreement_with_full(model, items, cfg.ssft.cost_tokens, pad_id, cfg.seed)
+    log.info("assignment agreement of L=%d with whole-trace costs: %.3f (%d questions)", cfg.ssft.cost_tokens,
+             agree, len(items))
+    return agree
+
+
 def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: Path,
               callbacks: Sequence[TrainerCallback] = ()) -> dict:
     """The train stage: data -> model -> train (resuming if possible) -> ``out`` written atomically."""
@@ -517,6 +528,8 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
     model, state_dict, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
     stats["context"] = context
     if is_main_process():
+        if method == "ssft" and cfg.ssft.cost_tokens and state_dict is None:  # FSDP shards: not measured
+            stats["match_agreement_full"] = full_cost_agreement(cfg, model, examples, tokenizer.pad_token_id)
         meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.dataset_name, "seed": cfg.seed,
                 "sources": sources, "base": cfg.model.checkpoint or "tiny"}
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
