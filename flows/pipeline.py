@@ -18,6 +18,7 @@ checks never touch the real outputs; its MLflow runs still land in the project's
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from ruamel.yaml import YAML
 
@@ -212,7 +214,18 @@ def run_study(name: str) -> dict[str, Any]:
         raise ValueError(f"study={name!r}: use one of {known}")
     spec = ssft_study.load(ROOT / "studies" / f"{name}.yaml", ROOT / "params.yaml")
     report = ROOT / ssft_study.default_report(name)
-    text = ssft_study.run(spec, report, ROOT / ".studies", runner=lambda s, c, e, slots: study_cell(s, c, e, slots))
+    # The cells' progress and failure lines (logger ssft.study) go to this flow run's log, as the pipeline's
+    # stage lines do: `make study` follows them.
+    study_log, forward = logging.getLogger(ssft_study.__name__), APILogHandler()
+    level = study_log.level
+    study_log.addHandler(forward)
+    study_log.setLevel(logging.INFO)
+    try:
+        text = ssft_study.run(spec, report, ROOT / ".studies",
+                              runner=lambda s, c, e, slots: study_cell(s, c, e, slots))
+    finally:
+        study_log.removeHandler(forward)
+        study_log.setLevel(level)
     create_markdown_artifact(text, key=f"ssft-study-{name}", description=f"study {name}")
     get_run_logger().info("study report: %s\n%s", report, text)
     return {"study": name, "report": str(report)}

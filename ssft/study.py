@@ -122,11 +122,18 @@ def overrides(study: Study, cell: Cell) -> dict[str, Any]:
             **cell.setting.params, "seed": cell.seed}
 
 
+# Package code a cell's numbers do not depend on: the study runner and its report, MLflow logging and figures.
+# A change there rewrites the report without rerunning an hour of cells.
+NOT_IN_CELLS = ("ssft/study.py", "ssft/tracking/")
+
+
 def code_hash(root: Path = ROOT) -> str:
-    """What the cells' results depend on besides their params: every source file of the package."""
+    """What the cells' results depend on besides their params: the package's source files (but NOT_IN_CELLS)."""
     h = hashlib.sha256()
     for f in sorted((root / "ssft").rglob("*.py")):
-        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+        name = f.relative_to(root).as_posix()
+        if not name.startswith(NOT_IN_CELLS):
+            h.update(name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -332,13 +339,23 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
                  agg: dict[str, dict[str, dict[str, tuple]]], workdir: Path, report: Path, seconds: float) -> str:
     """``report`` (markdown), ``<report stem>/`` figures and ``<report stem>.json`` (``agg``, from
     :func:`aggregate`)."""
+    seeds = sorted({len(s.seeds or study.seeds) for s in study.settings})
     lines = [f"# Study `{study.name}`", "", study.description.strip(), "",
-             f"Command: `ssft study {study.path}` · git {ssft_env.git_commit(ROOT)} · "
-             f"{len(results)} cells ({len(study.settings)} settings x {len(study.seeds)} seeds) · "
+             f"Command: `ssft study {_shown(study.path)}` · git {ssft_env.git_commit(ROOT)} · "
+             f"{len(results)} cells ({len(study.settings)} settings x {' or '.join(map(str, seeds))} seeds) · "
              f"{seconds / 60:.1f} min (reused cells count as 0).", "",
              "Mean ± standard deviation over seeds; paired differences over (seed, question) with a 95% interval.",
              ""]
     n_tags: dict[str, int] = {}
+    paths: dict[str, list[Path]] = {}
+    diffs: dict[str, dict[str, dict[str, tuple]]] = {}
+    for setting in study.settings:
+        methods = list(agg.get(setting.name, {}))
+        paths[setting.name] = [cell_dir(workdir, study, c) for c in results if c.setting == setting]
+        n_tags[setting.name] = _num_tags(paths[setting.name])
+        diffs[setting.name] = {b: d for b in methods if b != "ssft" and "ssft" in methods
+                               if (d := paired(paths[setting.name], "ssft", b, n_tags[setting.name]))}
+    lines += _glance_lines(study, agg, diffs)
     for setting in study.settings:
         table = agg.get(setting.name, {})
         methods = list(table)
@@ -348,15 +365,12 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
             if any(k in table[m] for m in methods):
                 lines.append(f"| {k} | " + " | ".join(_fmt(table[m][k]) if k in table[m] else "–"
                                                       for m in methods) + " |")
-        paths = [cell_dir(workdir, study, c) for c in results if c.setting == setting]
-        tags = n_tags[setting.name] = _num_tags(paths)
-        for base in [m for m in methods if m != "ssft"] if "ssft" in methods else []:
-            diff = paired(paths, "ssft", base, tags)
-            if diff:
-                lines += ["", f"ssft − {base} (paired):", ""]
-                lines += [f"- {k}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (n={d[3]}): {_reading(d)}"
-                          for k, d in diff.items()]
-        lines += _at_k_lines(table, tags) + _temperature_lines(table) + _dynamics_lines(paths)
+        for base, diff in diffs[setting.name].items():
+            lines += ["", f"ssft − {base} (paired):", ""]
+            lines += [f"- {k}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (n={d[3]}): {_reading(d)}"
+                      for k, d in diff.items()]
+        lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
+        lines += _dynamics_lines(paths[setting.name])
         lines.append("")
     try:
         from ssft.tracking.figures import save_figures, study_figures
@@ -371,6 +385,31 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
     atomic.write_text(report.with_suffix(".json"), json.dumps(
         {s: {m: {k: list(v) for k, v in ms.items()} for m, ms in t.items()} for s, t in agg.items()}, indent=2))
     return text
+
+
+def _shown(path: str) -> str:
+    """A study file as a user in the project would name it (the flow passes absolute paths)."""
+    p = Path(path)
+    return p.relative_to(ROOT).as_posix() if p.is_absolute() and p.is_relative_to(ROOT) else path
+
+
+def _glance_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]],
+                  diffs: dict[str, dict[str, dict[str, tuple]]]) -> list[str]:
+    """One row per setting: SSFT's votes, modes and matching, and its paired cons@N difference to each baseline
+    with the verdict of the interval."""
+    lines = ["## At a glance", "", "| setting | ssft pass@1 | ssft cons@N | ssft coverage | ssft nmi | agreement L "
+             "vs whole trace | ssft − baseline cons@N [95%] |", "|---|---|---|---|---|---|---|"]
+    for setting in study.settings:
+        ssft = agg.get(setting.name, {}).get("ssft")
+        if ssft is None:
+            continue
+        vs = "; ".join(f"{b} {d['cons@N'][0]:+.3f} [{d['cons@N'][1]:+.3f}, {d['cons@N'][2]:+.3f}] "
+                       f"{_reading(d['cons@N']).split(' (')[0]}" for b, d in diffs[setting.name].items()
+                       if "cons@N" in d) or "–"
+        cells = [_fmt(ssft[k]) if k in ssft else "–" for k in ("pass@1", "cons@N", "coverage", "nmi",
+                                                               "match_agreement_full")]
+        lines.append(f"| {setting.name} | " + " | ".join(cells) + f" | {vs} |")
+    return [*lines, ""]
 
 
 def _at_k_lines(table: dict[str, dict[str, tuple]], n_tags: int) -> list[str]:

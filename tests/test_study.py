@@ -47,6 +47,7 @@ def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) 
                 values = [m[key] for m in per_seed]
                 assert agg[setting][method][key] == pytest.approx(
                     [statistics.mean(values), statistics.stdev(values), 2]), (setting, method, key)
+    assert "## At a glance" in report and "| a | " in report
     assert "pass@k / cons@k against k" in report and "| 8 |" in report
     assert "Temperature sweep" in report and "| sft | 1 |" in report and "| ssft | greedy |" in report
     assert "SSFT matching per epoch" in report and "Tag x strategy, epoch 0 (seed0" in report
@@ -137,3 +138,16 @@ def test_a_failing_stage_names_the_cell_and_says_why(tmp_path: Path) -> None:
     spec = study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
     with pytest.raises(RuntimeError, match=r"x/seed0: ssft train --method sft failed \(exit 2\): .*nope"):
         study.run_cell(spec, study.cells(spec)[0], tmp_path / "cells")
+
+
+def test_the_code_hash_follows_what_cells_compute_not_the_report(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "ssft", tmp_path / "ssft", ignore=shutil.ignore_patterns("__pycache__"))
+    before = study.code_hash(tmp_path)
+    for report_side in ("study.py", "tracking/figures.py"):
+        (tmp_path / "ssft" / report_side).write_text((tmp_path / "ssft" / report_side).read_text() + "\n# edit\n")
+    assert study.code_hash(tmp_path) == before, "a report or logging edit reuses the cells"
+    matching = tmp_path / "ssft" / "train" / "matching.py"
+    matching.write_text(matching.read_text() + "\n# edit\n")
+    assert study.code_hash(tmp_path) != before, "a training edit reruns them"

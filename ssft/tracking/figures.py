@@ -52,26 +52,35 @@ def save_figures(figs: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def heatmap(counts: dict[str, dict[str, int]], title: str, xlabel: str) -> Any:
+    """A tag x source (or mode) matrix of counts as its own figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     table = counts_table(counts)
     cols = [c for c in table if c != "tag"]
-    data = np.array([table[c] for c in cols]).T if cols else np.zeros((len(table["tag"]), 0))
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * max(len(cols), 1), 0.8 + 0.5 * max(len(table["tag"]), 1)))
-    ax.imshow(data, cmap="Blues", aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
-    ax.set_yticks(range(len(table["tag"])), [f"tag {t}" if t != "0" else "shared" for t in table["tag"]])
-    for (i, j), v in np.ndenumerate(data):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=9)
+    draw_counts(ax, table, title, xlabel)
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def draw_counts(ax: Any, table: dict[str, list], title: str, xlabel: str = "", fontsize: int = 8) -> None:
+    """A :func:`counts_table` on ``ax``: tags down, sources across, each count written in its cell."""
+    import numpy as np
+
+    cols = [c for c in table if c != "tag"]
+    data = np.array([table[c] for c in cols]).T if cols and table["tag"] else np.zeros((len(table["tag"]), 0))
+    ax.imshow(data, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=fontsize)
+    ax.set_yticks(range(len(table["tag"])), [f"tag {t}" if t != "0" else "shared" for t in table["tag"]],
+                  fontsize=fontsize)
+    for (i, j), v in np.ndenumerate(data):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=fontsize - 1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
 
 
 def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) -> dict[str, Any]:
@@ -157,13 +166,7 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
     tables = {m: tag_mode_table(details.get(m, [])) for m in methods}
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), squeeze=False)
     for ax, m in zip(axes[0], methods):
-        t = tables[m]
-        cols = [c for c in t if c != "tag"]
-        data = np.array([t[c] for c in cols]).T if cols and t["tag"] else np.zeros((1, 1))
-        ax.imshow(data, cmap="Blues", aspect="auto")
-        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
-        ax.set_yticks(range(len(t["tag"])), [f"tag {x}" if x != "0" else "shared" for x in t["tag"]], fontsize=7)
-        ax.set_title(m, fontsize=9)
+        draw_counts(ax, tables[m], m, fontsize=7)
     fig.suptitle("tag x mode (sampled generations)", fontsize=9)
     fig.tight_layout()
     plt.close(fig)

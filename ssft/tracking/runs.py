@@ -67,12 +67,12 @@ def ui_url(cfg: Config) -> str | None:
     return os.environ.get(env.MLFLOW_UI) or None
 
 
-def run_link(ui: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
 def runs_view_link(ui: str, experiment_id: str) -> str:
     return f"{ui}/#/experiments/{experiment_id}/runs"
+
+
+def run_link(ui: str, experiment_id: str, run_id: str) -> str:
+    return f"{runs_view_link(ui, experiment_id)}/{run_id}"
 
 
 def compare_link(ui: str, experiment_id: str, run_ids: list[str]) -> str:
