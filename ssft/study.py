@@ -343,7 +343,8 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
     lines = [f"# Study `{study.name}`", "", study.description.strip(), "",
              f"Command: `ssft study {_shown(study.path)}` · git {ssft_env.git_commit(ROOT)} · "
              f"{len(results)} cells ({len(study.settings)} settings x {' or '.join(map(str, seeds))} seeds) · "
-             f"{seconds / 60:.1f} min (reused cells count as 0).", "",
+             f"{seconds / 60:.1f} min this run (reused cells count as 0) · the cells' own wall times sum to "
+             f"{_cell_minutes(workdir, study, results):.1f} min (they run side by side).", "",
              "Mean ± standard deviation over seeds; paired differences over (seed, question) with a 95% interval.",
              ""]
     n_tags: dict[str, int] = {}
@@ -385,6 +386,13 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
     atomic.write_text(report.with_suffix(".json"), json.dumps(
         {s: {m: {k: list(v) for k, v in ms.items()} for m, ms in t.items()} for s, t in agg.items()}, indent=2))
     return text
+
+
+def _cell_minutes(workdir: Path, study: Study, results: Iterable[Cell]) -> float:
+    """Wall minutes of every cell's own run (``cell.json``), summed (cells overlap, so a run from scratch
+    takes less)."""
+    done = [cell_dir(workdir, study, c) / "cell.json" for c in results]
+    return sum(json.loads(f.read_text()).get("seconds", 0.0) for f in done if f.exists()) / 60
 
 
 def _shown(path: str) -> str:
