@@ -176,8 +176,9 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
         stage(["evaluate", "--method", m])
 
     stage(["traces", "--out", "data/traces"])
-    with ThreadPoolExecutor(max_workers=len(methods)) as pool:
-        list(pool.map(method, methods))
+    with ThreadPoolExecutor(max_workers=len(methods)) as pool:  # each thread keeps the cell's context (Prefect's)
+        for f in [pool.submit(contextvars.copy_context().run, method, m) for m in methods]:
+            f.result()
     atomic.write_text(done, json.dumps({"key": key, "seconds": round(time.monotonic() - t0, 1),
                                         "overrides": overrides(study, cell)}, indent=2))
     log.info("%s: done in %.0f s", cell.label, time.monotonic() - t0)

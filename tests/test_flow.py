@@ -106,3 +106,37 @@ def test_stage_parallelism_is_the_request_or_what_the_cores_allow(monkeypatch: p
     assert env.stage_parallelism(3, 1) == 3
     assert env.stage_parallelism(0, 4) == 4 and env.stage_parallelism(0, 32) == 1
     assert env.stage_parallelism(0, 0) == 1, "threads 0 = every core: one stage at a time"
+
+
+@pytest.mark.slow
+def test_the_study_flow_runs_cells_side_by_side_and_logs_their_progress(repo: Path, prefect_harness: None) -> None:
+    """`ssft(study=...)`: a task run per cell, linked to the flow run (the cells run in threads), two cells at
+    once, their progress lines in the flow run's log (what `make study` follows), the report in results/."""
+    import time
+
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from test_study import MINI
+
+    (repo / "studies" / "mini.yaml").write_text(yaml.safe_dump({**MINI, "base": {**MINI["base"],
+                                                                                 "pipeline.parallel": 2}}))
+    state = ssft(study="mini", return_state=True)
+    assert state.result()["report"] == str(repo / "results" / "study-mini.md")
+    assert "## At a glance" in (repo / "results" / "study-mini.md").read_text()
+    flow_run_id = state.state_details.flow_run_id
+    spans = _task_spans(flow_run_id)
+    assert set(spans) == {"a/seed0", "a/seed1", "b/seed0", "b/seed1"}
+    (s1, e1), (s2, e2) = spans["a/seed0"], spans["a/seed1"]
+    assert s1 < e2 and s2 < e1, "the first two cells ran side by side"
+    messages: list[str] = []
+    for _ in range(30):  # the log handler ships its batches in the background
+        with get_client(sync_client=True) as client:
+            messages = [r.message for r in client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+        if sum("done in" in m for m in messages) == 4:
+            break
+        time.sleep(1)
+    assert any(m.startswith("b/seed1 train: step 8/8") for m in messages), "a stage's progress line"
+    assert {c for c in ("a/seed0", "a/seed1", "b/seed0", "b/seed1")
+            if any(m.startswith(f"{c}: done in") for m in messages)} == {"a/seed0", "a/seed1", "b/seed0", "b/seed1"}
