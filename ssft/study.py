@@ -265,9 +265,8 @@ def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, tup
 CellRunner = Callable[[Study, Cell, dict[str, str], threading.Semaphore], dict[str, dict[str, float]]]
 
 
-def _tracker(study: Study, params: Path) -> Any:
+def _tracker(cfg: config_mod.Config) -> Any:
     """MLflow when the study's cells track (one parent run, a child per cell), else the do-nothing tracker."""
-    cfg = config_mod.load(params, overrides(study, cells(study)[0]))
     if not cfg.tracking.enabled:
         from ssft.tracking.null import NullTracker
 
@@ -285,10 +284,10 @@ def run(study: Study, report: Path, workdir: Path, runner: CellRunner | None = N
     cell's metrics, and the report, its aggregate and figures on the parent."""
     t0 = time.monotonic()
     runner = runner or (lambda s, c, e, slots: run_cell(s, c, workdir, params, e, slots))
-    cfg = config_mod.load(params, overrides(study, cells(study)[0]))
+    cfg = config_mod.load(params, overrides(study, cells(study)[0]))  # the first cell's: tracking, parallelism
     width = ssft_env.stage_parallelism(cfg.pipeline.parallel, cfg.train.threads)
     slots = threading.BoundedSemaphore(width)
-    tracker = _tracker(study, params)
+    tracker = _tracker(cfg)
     parent = tracker.open_run(f"study-{study.name}", tags={"study": study.name})
 
     def one(cell: Cell) -> dict[str, dict[str, float]]:

@@ -125,6 +125,25 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
 KEY_METRICS = ("pass@1", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi")
 
 
+def draw_at_k(ax: Any, curves: dict[str, dict[int, float]], title: str,
+              spreads: dict[str, dict[int, float]] | None = None, fontsize: int = 8) -> None:
+    """pass@k or cons@k against k on ``ax``, a line per method (k -> value), with a band of one ``spreads``
+    either side when given (a study's standard deviation over seeds)."""
+    for m, points in curves.items():
+        if not points:
+            continue
+        ks, values = list(points), list(points.values())
+        line, = ax.plot(ks, values, marker="o", label=m)
+        if spreads is not None:
+            std = [spreads[m][k] for k in ks]
+            ax.fill_between(ks, [v - d for v, d in zip(values, std)], [v + d for v, d in zip(values, std)],
+                            color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=fontsize)
+
+
 def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, list[dict]],
                        n_tags: int) -> dict[str, Any]:
     """The methods side by side: key metrics as grouped bars (coverage as a share of N), pass@k and cons@k
@@ -152,14 +171,7 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
     figs["metrics"] = fig
     fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
     for ax, family in zip(axes, ("pass", "cons")):
-        for m in methods:
-            points = at_k(table[m], family, n_tags)
-            if points:
-                ax.plot(list(points), list(points.values()), marker="o", label=m)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("k")
-        ax.set_title(f"{family}@k", fontsize=9)
-        ax.legend(fontsize=8)
+        draw_at_k(ax, {m: at_k(table[m], family, n_tags) for m in methods}, f"{family}@k", fontsize=8)
     fig.tight_layout()
     plt.close(fig)
     figs["pass_cons_vs_k"] = fig
@@ -229,16 +241,10 @@ def _study_at_k(agg: dict[str, dict[str, dict[str, tuple]]], settings: list[str]
     fig, axes = plt.subplots(len(settings), 2, figsize=(8, 2.8 * len(settings)), squeeze=False)
     for row, setting in zip(axes, settings):
         for ax, family in zip(row, ("pass", "cons")):
-            for m, ms in agg[setting].items():
-                points = at_k(ms, family, n_tags.get(setting, 1))
-                ks, mean, std = list(points), [v[0] for v in points.values()], [v[1] for v in points.values()]
-                line, = ax.plot(ks, mean, marker="o", label=m)
-                ax.fill_between(ks, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
-                                color=line.get_color(), alpha=0.15)
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("k")
-            ax.set_title(f"{setting}: {family}@k", fontsize=9)
-            ax.legend(fontsize=7)
+            curves = {m: at_k(ms, family, n_tags.get(setting, 1)) for m, ms in agg[setting].items()}
+            draw_at_k(ax, {m: {k: v[0] for k, v in c.items()} for m, c in curves.items()},
+                      f"{setting}: {family}@k", {m: {k: v[1] for k, v in c.items()} for m, c in curves.items()},
+                      fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig
