@@ -153,3 +153,7 @@ def test_a_cost_prefix_inside_the_shared_tokens_disagrees_with_whole_trace_match
         items.append(ScoreItem([question + [60 + i] for i in range(3)], [shared + ids(5) + [2] for _ in range(3)]))
     assert agreement_with_full(model, items, 10, 0, seed=0) == 1.0
     assert agreement_with_full(model, items, 4, 0, seed=0) < 0.4
+    # Without ties, one scored token still ranks the tags otherwise than whole traces for some questions
+    # (never all: the comparison must be with whole-trace costs, not the short ones again).
+    distinct = [ScoreItem(it.prompts, [ids(9) + [2] for _ in range(3)]) for it in items]
+    assert 0.0 < agreement_with_full(model, distinct, 1, 0, seed=0) < 1.0
