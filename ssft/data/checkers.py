@@ -5,8 +5,10 @@ samples with equivalent answers must extract to the same string), and ``correct`
 final answer equals the gold answer. ``get_checker(data.checker)`` picks one:
 
 - ``int``: the integer after a trailing ``#`` (the synthetic tasks' ``...#012`` -> ``12``);
-- ``math``: math-verify on the final ``\\boxed{...}`` (or, without one, the whole text): LaTeX and numeric
-  equivalence, so ``\\frac{1}{2}``, ``1/2`` and ``0.5`` are one answer;
+- ``math``: math-verify on the final ``\\boxed{...}`` (with the boxes math-verify joins to it, so
+  ``\\boxed{1} and \\boxed{2}`` is the list 1, 2) or, without one, on the whole text: LaTeX and numeric
+  equivalence, so ``\\frac{1}{2}``, ``1/2`` and ``0.5`` are one answer; a percent in the box, a decimal
+  comma (``1,22``) and answers math-verify cannot read (``12:00``) are handled as described at ``_readings``;
 - ``exact``: the last ``\\boxed{...}``, else what follows a ``#`` on the last line, else the last line,
   compared as whitespace-collapsed strings;
 - ``none``: keeps every trace when filtering (the traces stage tests ``checker.name == "none"``); it
@@ -21,8 +23,10 @@ Checkers never raise on malformed text: no answer is ``None`` and never correct.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from ssft.data.tasks.base import extract_answer
@@ -121,22 +125,94 @@ class ExactChecker:
 
 
 # -- math ---------------------------------------------------------------------------------------------
+# A percent sign written inside the box: math-verify's LaTeX parser fails on it (latex2sympy's percent rule
+# raises inside \boxed{}), so it is cut off here and put back as math-verify's own percent value.
+_PERCENT = re.compile(r"\s*(?:\\?%|\\text\{\s*\\?%\s*\}|\\text\{\s*percent(?:age)?\s*\}|percent(?:age)?|pct)\s*$")
+# A clock time with a.m./p.m.: math-verify reads ':' as a ratio (3:00 p.m. becomes 3/0 times symbols). A bare
+# 10:30 stays the ratio 1/3, as math-verify reads it; a bare 12:00 (12/0) falls back to text below.
+_CLOCK = re.compile(r"\d{1,2}:\d{2}\s*(?:\\text\{\s*)?[ap]\.?\s*m\.?\s*\}?", re.IGNORECASE)
+# A number with a decimal comma or thousands spaces (1,22; 1000,99; 1 000): math-verify's number rule reads it
+# as one number, its LaTeX rule as a set or a product; both readings are kept.
+_SEPARATED_NUMBER = re.compile(r"-?(?:\d+,\d+|\d{1,3}(?: \d{3})+(?:\.\d+)?)")
+# A whole gold wrapped in one pair of math delimiters: $..$, $$..$$, \(..\), \[..\].
+_DELIMITED = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\(((?:(?!\\\)).)*)\\\)|\\\[((?:(?!\\\]).)*)\\\]", re.DOTALL)
+_READINGS_CACHE = 65536  # distinct final answers kept parsed: evaluation scores each generation against its gold
+
+
 def _timeout_s() -> int | None:
     """math-verify's timeouts use ``signal.alarm``, which raises outside the main thread: there we pass
     None (no timeout), so a checker works in worker threads but a pathological expression can hang one."""
     return MATH_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
 
 
-def _parse(latex: str) -> list[Any]:
+def _parse(latex: str, *, numbers_only: bool = False) -> list[Any]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
+    targets = [ExprExtractionConfig()] if numbers_only else [LatexExtractionConfig(), ExprExtractionConfig()]
     try:
         # no_fallback: an answer sympy cannot read yields nothing, instead of a raw fragment of the text.
-        return parse(latex, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                     fallback_mode="no_fallback", parsing_timeout=_timeout_s())
+        return parse(latex, extraction_config=targets, fallback_mode="no_fallback", parsing_timeout=_timeout_s())
     except Exception:  # math-verify catches its own errors; this is the last guard for "never raise"
         log.debug("math-verify failed to parse %r", latex[:200], exc_info=True)
         return []
+
+
+def final_answer(text: str) -> str | None:
+    """The final answer's LaTeX: the last complete ``\\boxed{}`` together with the boxes math-verify joins to
+    it (its own rule: boxes under 10 characters apart, or under 70 with ``,``/``;``/and/or between, e.g.
+    ``\\boxed{1} and \\boxed{2}`` -> ``1,2``); None without a complete box."""
+    from latex2sympy2_extended.math_normalization import extract_boxed_content
+
+    end = _last_box_end(text)
+    return None if end is None else extract_boxed_content(text[:end], mode="last").strip()
+
+
+def _last_box_end(text: str) -> int | None:
+    """The index just past the last complete ``\\boxed{...}``, so an unclosed box after it is left out."""
+    end = None
+    start = text.find(BOXED)
+    while start != -1:
+        content = _balanced(text, start + len(BOXED))
+        if content is not None:
+            end = start + len(BOXED) + len(content) + 1
+        start = text.find(BOXED, start + 1)
+    return end
+
+
+@lru_cache(maxsize=_READINGS_CACHE)
+def _readings(answer: str, joined: bool = False) -> tuple[Any, ...]:
+    """Every way to read one final answer, best first: math-verify's values, then the answer's normalised
+    text (so identical text agrees even when math-verify cannot read it). ``joined``: the answer is several
+    boxes joined by commas, so ``1,2`` is a list and never the decimal 1.2."""
+    import sympy
+    from latex2sympy2_extended.latex2sympy2 import convert_to_pct
+
+    body = _PERCENT.sub("", answer)
+    if _CLOCK.fullmatch(body):
+        return (_as_text(body),)
+    values = [v for v in _parse(f"${BOXED}{body}}}$") if _is_value(v)]
+    if not joined and _SEPARATED_NUMBER.fullmatch(body):
+        values = _parse(body, numbers_only=True) + values
+    if body != answer:  # a percent: 20% equals 20 (MATH's convention) and 0.2 (math-verify's percent value)
+        values = [r for v in values for r in ((v, convert_to_pct(v)) if isinstance(v, sympy.Number) else (v,))]
+    return (*values, _as_text(body)) if body else tuple(values)
+
+
+def _is_value(value: Any) -> bool:
+    """False for what a misread leaves behind: ``zoo``/``nan`` (``12:00`` read as 12/0)."""
+    import sympy
+
+    return not (isinstance(value, sympy.Basic) and value.has(sympy.zoo, sympy.nan))
+
+
+def _as_text(answer: str) -> str:
+    """The answer as text, normalised by math-verify's LaTeX cleanup, without whitespace: ``\\mathrm{e}`` and
+    ``\\text{e}`` are one text, ``12 : 00`` and ``12:00`` too."""
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig, normalize_latex
+
+    # units=False: math-verify's unit stripping would cut \mathrm{e} and "p.m." out of the text.
+    config = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="none")
+    return "".join(normalize_latex(answer, config).split())
 
 
 def _canonical(value: Any) -> str:
@@ -156,40 +232,46 @@ def _canonical(value: Any) -> str:
 
 @dataclass(frozen=True)
 class MathChecker:
-    """math-verify: the final ``\\boxed{}`` (the whole text when there is none), LaTeX and numeric
-    equivalence, sets and intervals as math-verify supports them."""
+    """math-verify: the final ``\\boxed{}`` answer (the whole text when there is none), LaTeX and numeric
+    equivalence, sets and intervals as math-verify supports them; text it cannot read compares as text."""
 
     name: str = "math"
 
-    def _answer(self, text: str) -> list[Any]:
-        # Only the last box counts: math-verify alone would merge several boxes into one set.
-        boxed = last_boxed(text)
-        return _parse(f"${BOXED}{boxed}}}$" if boxed is not None else text)
+    def _answer(self, text: str) -> tuple[Any, ...]:
+        answer = final_answer(text)
+        if answer is None:  # no box: math-verify finds the answer in the text ("the answer is 1/2")
+            return tuple(v for v in _parse(text) if _is_value(v))
+        return _readings(answer, joined=answer != (last_boxed(text) or "").strip())
 
     def extract(self, text: str) -> str | None:
-        parsed = self._answer(text)
-        return _canonical(parsed[0]) if parsed else None
+        readings = self._answer(text)
+        return _canonical(readings[0]) if readings else None
 
     def correct(self, text: str, gold: str) -> bool:
         from math_verify import verify
 
-        want = _parse(gold_latex(str(gold)))
+        want = self._answer(gold_text(str(gold)))
         got = self._answer(text)
         if not want or not got:
             return False
         try:
-            # verify() is not symmetric: the gold goes first (assignments like "x = 3" are simplified there).
-            return bool(verify(want, got, timeout_seconds=_timeout_s()))
+            # verify() is not symmetric: the gold goes first (assignments like "x = 3" are simplified there);
+            # it is true when any reading of the gold equals any reading of the text.
+            return bool(verify(list(want), list(got), timeout_seconds=_timeout_s()))
         except Exception:
             log.debug("math-verify failed to compare %r with %r", str(gold)[:200], text[:200], exc_info=True)
             return False
 
 
-def gold_latex(gold: str) -> str:
-    """A gold answer as math-verify reads it: a bare ``12`` or ``\\frac{1}{2}`` goes inside ``$...$``;
-    ``$\\sqrt{2}$`` and ``\\boxed{3}`` are already delimited."""
+def gold_text(gold: str) -> str:
+    """A gold answer as the checker reads a text: ``12``, ``$12$`` or ``\\(12\\)`` becomes ``\\boxed{12}``;
+    a gold with a box, or with text around its ``$...$`` (``$125$ miles``), stays as written."""
     gold = gold.strip()
-    return gold if "$" in gold or BOXED in gold else f"${gold}$"
+    if BOXED in gold:
+        return gold
+    m = _DELIMITED.fullmatch(gold)
+    inner = next((g for g in m.groups() if g is not None), "") if m else gold
+    return gold if "$" in inner else f"{BOXED}{inner.strip()}}}"
 
 
 # -- registry -----------------------------------------------------------------------------------------
