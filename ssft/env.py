@@ -58,15 +58,40 @@ def artifact_root(root: Path) -> Path:
     return store_dir(root) / "artifacts"
 
 
+DVC_LOCK = "dvc.lock"  # DVC's record of each stage's deps and outputs, beside dvc.yaml
+
+
 def git_commit(root: Path) -> str:
-    """The checkout's commit (``-dirty`` with uncommitted changes to tracked files), ``none`` outside git."""
+    """The checkout's commit, ``-dirty`` when tracked source differs from it; ``none`` outside git. What DVC
+    writes does not count (see ``dvc_managed``): an earlier stage's ``dvc commit`` rewrites dvc.lock and its
+    outputs without changing the code a run is reproduced from."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "none"
+        head = _git(root, "rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "none"
+        excluded = [f":(exclude,glob){pattern}" for pattern in dvc_managed(root)]
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "none"
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
+
+def dvc_managed(root: Path) -> list[str]:
+    """Glob patterns (relative to ``root``) of what DVC writes: dvc.lock, ``*.dvc`` files, and the top-level
+    folders its stages' outputs live in as dvc.lock records them (data/, models/, results/ here)."""
+    import yaml  # only here: the rest of this module runs before anything heavy is imported
+
+    patterns = [DVC_LOCK, "**/*.dvc"]
+    try:
+        stages = (yaml.safe_load((Path(root) / DVC_LOCK).read_text()) or {}).get("stages", {})
+        tops = {Path(out["path"]).parts[0] for stage in stages.values() for out in stage.get("outs", [])}
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, IndexError):
+        return patterns  # no (or an unreadable) dvc.lock: no outputs to leave out
+    return patterns + [f"{top}/**" for top in sorted(tops)]
 
 
 def shell(root: Path) -> str:
