@@ -154,15 +154,12 @@ def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
-    """Each requested tag's answer to one question, from the prompt layout the model was trained with."""
-    import torch
-
-    from ssft.eval.sampling import generate
-    from ssft.train import models
+    """Each requested tag's answer to one question, from the prompt layout the model was trained with, generated
+    by ``eval.backend`` (``--set eval.backend=openai --set eval.server=...``: a served copy of the model)."""
+    from ssft.eval.evaluate import open_sampler
     from ssft.train.forking import PromptLayout, prompt_ids, prompt_text
 
-    model, tokenizer, meta = models.load(Path(args.model))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")  # type: ignore[arg-type]  # transformers' decorated .to()
+    sampler, tokenizer, meta = open_sampler(cfg, Path(args.model))
     layout = PromptLayout.from_meta(meta)
     n = int(meta["num_tags"])
     if meta["method"] == "sft":
@@ -177,9 +174,8 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         if not all(1 <= t <= n for t in numbers):
             raise UserError(f"--tags {args.tags!r}: this model has tags 1..{n}")
         tags = list(numbers)
-    torch.manual_seed(cfg.seed)
-    outs = generate(model, tokenizer, [prompt_ids(tokenizer, layout, args.question, t) for t in tags], 1,
-                    args.temperature or None, max_new_tokens=args.max_new_tokens)
+    outs = sampler.generate([prompt_ids(tokenizer, layout, args.question, t) for t in tags], 1,
+                            args.temperature or None, max_new_tokens=args.max_new_tokens, seed=cfg.seed)
     for tag, (sample,) in zip(tags, outs):
         print(f"{prompt_text(tokenizer, layout, args.question, tag)!r} -> {sample.text!r}")
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ssft.errors import UserError
+from ssft.generation.factory import BACKENDS as GENERATION_BACKENDS
 
 METHODS = ("ssft", "sft", "random", "fixed")
 
@@ -156,7 +157,10 @@ class EvalConfig:
     top_p: float = _f(1.0, "nucleus sampling mass")
     ks: list = _f([8, 16], "k values for cons@k / pass@k beyond N (k <= samples)")
     max_new_tokens: int = _f(64, "generation budget per sample")
-    batch_size: int = _f(256, "prompts per generate() call")
+    batch_size: int = _f(256, "hf: sequences (prompts x samples) per generate() call")
+    backend: str = _f("hf", "generation engine: hf (transformers, in this process) | openai (a served copy of the "
+                      "model at eval.server: vLLM, SGLang, transformers serve) | vllm (vLLM's offline engine, GPU)")
+    server: str | None = _f(None, "openai: the server's base URL, e.g. http://127.0.0.1:8000/v1; null otherwise")
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,13 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (all(isinstance(t, (int, float)) and t > 0 for t in e.temperatures), "eval.temperatures",
          "use a list of temperatures > 0, e.g. [0.3, 1.0]"),
         (0 < e.top_p <= 1, "eval.top_p", "use 0 < top_p <= 1"),
+        (e.backend in GENERATION_BACKENDS, "eval.backend", f"use one of {', '.join(GENERATION_BACKENDS)}"),
+        (e.backend != "openai" or bool(e.server), "eval.server",
+         "eval.backend=openai needs the server's base URL, e.g. http://127.0.0.1:8000/v1"),
+        (e.server is None or e.backend == "openai", "eval.server",
+         "only eval.backend=openai talks to a server: set eval.backend=openai, or eval.server: null"),
+        (not e.server or e.server.startswith(("http://", "https://")), "eval.server",
+         "use an http(s) base URL, e.g. http://127.0.0.1:8000/v1"),
         (all(isinstance(k, int) and 1 <= k <= e.samples for k in e.ks), "eval.ks",
          f"each k must be an int in 1..eval.samples={e.samples}"),
     ]

@@ -15,7 +15,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ssft.config import ModelConfig
 from ssft.data.traces import QuestionTraces
-from ssft.eval.sampling import cut, generate, stop_ids
+from ssft.generation.hf import HfSampler, stop_ids
+from ssft.generation.sampler import cut
 from ssft.train import models
 from ssft.train.forking import PromptLayout, prompt_ids, prompt_text, question_ids
 from ssft.train.trainer import tokenize
@@ -82,7 +83,7 @@ def test_custom_tag_format_reaches_training_save_and_evaluation(tmp_path: Path,
     from ssft.data.sources import synthetic
     from ssft.data.tasks import get_task
     from ssft.eval import evaluate as evaluate_mod
-    from ssft.eval.sampling import Sample
+    from ssft.generation.sampler import Sample
 
     cfg = tiny_cfg(**{"model.tag_format": "<fork{i}>", "eval.samples": 4, "eval.ks": [4]})
     model, tok = models.build(cfg.model, 4, seed=0)
@@ -102,11 +103,12 @@ def test_custom_tag_format_reaches_training_save_and_evaluation(tmp_path: Path,
 
     seen: list[list[int]] = []
 
-    def fake_generate(model, tokenizer, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN202
-        seen.extend(list(p) for p in prompts)
-        return [[Sample("#0", 2)] * n for _ in prompts]
+    class Recorder:  # the prompts evaluation asks for, each answered "#0"
+        def generate(self, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            seen.extend(list(p) for p in prompts)
+            return [[Sample("#0", 2, (0, 0))] * n for _ in prompts]
 
-    monkeypatch.setattr(evaluate_mod, "generate", fake_generate)
+    monkeypatch.setattr(evaluate_mod.factory, "make", lambda *args, **kwargs: Recorder())
     evaluate_mod.evaluate(cfg, tmp_path / "m", tmp_path / "eval.parquet", tmp_path / "results")
     trained = [list(ex.prompts[t]) for ex in examples for t in range(1, 5)]
     assert seen[:len(trained)] == trained  # the greedy set: byte-identical to the training prompts
@@ -185,9 +187,10 @@ def test_generation_stops_on_every_eos_id_of_the_generation_config(tmp_path: Pat
         return seqs
 
     monkeypatch.setattr(model, "generate", spy)
-    ((stops,),) = generate(model, tok, [head + [a]], n=1, temperature=None, max_new_tokens=8)
+    ((stops,),) = HfSampler(model, tok).generate([head + [a]], n=1, temperature=None, max_new_tokens=8)
     assert widths == [len(head) + 1 + 3]  # HF generate itself stopped at <|endoftext|>, not after 8 tokens
-    (stops2,), (runs,) = generate(model, tok, [head + [a], head + [d]], n=1, temperature=None, max_new_tokens=8)
+    (stops2,), (runs,) = HfSampler(model, tok).generate([head + [a], head + [d]], n=1, temperature=None,
+                                                        max_new_tokens=8)
     assert (stops.text, stops.length) == (stops2.text, stops2.length) == ("bc", 3)  # b, c, <|endoftext|>: cut
     assert (runs.text, runs.length) == ("edededed", 8)  # no eos: the whole budget
 

@@ -90,9 +90,10 @@ def test_metrics_recompute_from_details(evaluated: Path, method: str) -> None:
 
 @pytest.fixture
 def echo(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """A stand-in model that answers with the tag it was prompted with ("think3>"): (module, tokenizer, layout)."""
+    """A stand-in sampler that answers with the tag it was prompted with ("think3>"): (module, tokenizer, layout,
+    sampler)."""
     from ssft.eval import evaluate as ev
-    from ssft.eval.sampling import Sample
+    from ssft.generation.sampler import Sample
     from ssft.train.forking import PromptLayout
 
     layout = PromptLayout.from_format("<think{i}>", 4, chat=False)
@@ -104,12 +105,12 @@ def echo(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     def prompt_ids(tokenizer, layout, question, tag):  # noqa: ANN001, ANN202
         return [ord(c) for c in f"{question}{layout.tag(tag)}"]
 
-    def answer(model, tokenizer, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN202
-        return [[Sample(tokenizer.decode(p).rsplit("<", 1)[1], 1) for _ in range(n)] for p in prompts]
+    class Echo:
+        def generate(self, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            return [[Sample(Tok().decode(p).rsplit("<", 1)[1], 1, (0,)) for _ in range(n)] for p in prompts]
 
     monkeypatch.setattr(ev, "prompt_ids", prompt_ids)
-    monkeypatch.setattr(ev, "generate", answer)
-    return ev, Tok(), layout
+    return ev, Tok(), layout, Echo()
 
 
 @pytest.mark.parametrize("method", ["ssft", "sft"])
@@ -151,11 +152,11 @@ def test_metrics_agree_with_the_independent_recompute_on_varied_answers(tagged: 
 
 def test_each_tag_label_is_that_tags_generation(echo) -> None:  # noqa: ANN001
     """A generation labelled tag t was prompted with tag t."""
-    ev, tok, layout = echo
+    ev, tok, layout, sampler = echo
     q = type("Q", (), {"question": "1+2+3+4?", "question_id": "q", "answer": "10"})()
     judge = ev.Judge(lambda text: text, lambda q, text: False, lambda pairs: [None] * len(pairs))
     for temperature in (None, 0.7, 1.3):
-        rows = ev._generations(tiny_cfg(), None, tok, layout, [q, q], [1, 2, 3, 4], temperature, judge)
+        rows = ev._generations(tiny_cfg(), sampler, tok, layout, [q, q], [1, 2, 3, 4], temperature, judge)
         assert rows and all(r["text"] == f"think{r['tag']}>" for r in rows), rows[:6]
 
 
@@ -166,14 +167,14 @@ def test_the_validation_tag_is_the_most_accurate_on_validation_questions(echo, t
     from ssft.data.sources import synthetic
     from ssft.data.tasks import get_task
 
-    ev, tok, layout = echo
+    ev, tok, layout, sampler = echo
     traces.write(synthetic.synthetic_splits(get_task("add4"), 4, 4, 0, n_val=6)["val"], tmp_path / "val.parquet")
     judge = ev.Judge(lambda text: text, lambda q, text: text == "think3>", lambda pairs: [None] * len(pairs))
-    tag, acc = ev.validation_tag(tiny_cfg(), None, tok, layout, tmp_path / "val.parquet", [1, 2, 3, 4], judge)
+    tag, acc = ev.validation_tag(tiny_cfg(), sampler, tok, layout, tmp_path / "val.parquet", [1, 2, 3, 4], judge)
     assert tag == 3 and acc == {"val_acc_tag1": 0.0, "val_acc_tag2": 0.0, "val_acc_tag3": 1.0, "val_acc_tag4": 0.0}
     traces.write([], tmp_path / "empty.parquet")
-    assert ev.validation_tag(tiny_cfg(), None, tok, layout, tmp_path / "empty.parquet", [1, 2], judge) == (None, {})
-    assert ev.validation_tag(tiny_cfg(), None, tok, layout, None, [1, 2], judge) == (None, {})
+    assert ev.validation_tag(tiny_cfg(), sampler, tok, layout, tmp_path / "empty.parquet", [1, 2], judge) == (None, {})
+    assert ev.validation_tag(tiny_cfg(), sampler, tok, layout, None, [1, 2], judge) == (None, {})
 
 
 def test_best_tag_comes_from_the_training_trajectories() -> None:

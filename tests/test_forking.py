@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ssft.config import ModelConfig
 from ssft.data.traces import QuestionTraces
-from ssft.eval.sampling import generate
+from ssft.generation.hf import HfSampler
 from ssft.train import models
 from ssft.train.forking import (
     PromptLayout,
@@ -102,7 +102,7 @@ def test_local_pretrained_checkpoint_gets_tags_with_mean_init(tmp_path: Path) ->
     ids = prompt_ids(tok, layout, "1 + 2 ?", 3)
     assert ids.count(tag_ids[2]) == 1
     assert json.loads((tmp_path / "base" / "config.json").read_text())["model_type"] == "llama"
-    out = generate(model, tok, [ids], n=1, temperature=None, max_new_tokens=3)
+    out = HfSampler(model, tok).generate([ids], n=1, temperature=None, max_new_tokens=3)
     assert out[0][0].length <= 3
 
 

@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import Config
@@ -33,8 +32,8 @@ from ssft.data.tasks.base import problem_from
 from ssft.data.traces import QuestionTraces
 from ssft.errors import UserError
 from ssft.eval import metrics
-from ssft.eval.sampling import generate
-from ssft.train import models
+from ssft.generation import factory
+from ssft.generation.sampler import Sampler
 from ssft.train.forking import PromptLayout, prompt_ids
 from ssft.train.trainer import STATS_FILE
 
@@ -97,14 +96,37 @@ def judge_for(cfg: Config, train_file: Path | None, train: list[dict] | None) ->
     return teacher_judge(cfg, train)
 
 
-def _generations(cfg: Config, model, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
-                 temperature: float | None, judge: Judge) -> list[dict]:
-    """Details rows of one generation set (``temperature`` None = greedy), in (question, tag, sample) order."""
+def open_sampler(cfg: Config, model_dir: Path) -> tuple[Sampler, Any, dict]:
+    """(the ``eval.backend`` sampler, the tokenizer, ``tags.json``) of a trained model directory; the weights
+    are loaded (by ``ssft.train.models``) only for ``hf``, the one backend that runs the model in this process."""
+    import torch
+
+    from ssft.train import models
+
+    meta_file = Path(model_dir) / models.TAGS_FILE
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{model_dir}: no {models.TAGS_FILE}; not a model directory written by `ssft train`")
+    meta = json.loads(meta_file.read_text())  # tags.json: the exact tags and layout training used
+
+    def load_model():  # noqa: ANN202
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, _, _ = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
+        return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() hides torch's signature
+
+    tokenizer = models.load_tokenizer(model_dir)
+    sampler = factory.make(cfg.eval.backend, Path(model_dir), tokenizer, load_model, server=cfg.eval.server,
+                           batch_size=cfg.eval.batch_size, tags=PromptLayout.from_meta(meta).all_tags)
+    return sampler, tokenizer, meta
+
+
+def _generations(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
+                 temperature: float | None, judge: Judge, seed: int | None = None) -> list[dict]:
+    """Details rows of one generation set (``temperature`` None = greedy), in (question, tag, sample) order.
+    ``seed`` restarts the sampler's random stream; None: this set draws where the previous one stopped."""
     greedy = temperature is None
     per_tag = 1 if greedy else cfg.eval.samples // len(tags)
     prompts = [prompt_ids(tokenizer, layout, q.question, t) for q in questions for t in tags]
-    outs = generate(model, tokenizer, prompts, per_tag, temperature, cfg.eval.top_p, cfg.eval.max_new_tokens,
-                    cfg.eval.batch_size)
+    outs = sampler.generate(prompts, per_tag, temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, seed=seed)
     keys = [(questions[k // len(tags)], tags[k % len(tags)], s, smp) for k, samples in enumerate(outs)
             for s, smp in enumerate(samples)]
     modes = judge.modes([(q, smp.text) for q, _, _, smp in keys])
@@ -137,14 +159,14 @@ def best_tag(stats: dict) -> int | None:
     return metrics.best_tag(tagged) if tagged else None
 
 
-def validation_tag(cfg: Config, model, tokenizer, layout: PromptLayout, val_file: Path | None,
+def validation_tag(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout, val_file: Path | None,
                    tags: list[int | None], judge: Judge) -> tuple[int | None, dict[str, float]]:
     """The tag with the best greedy accuracy on the validation questions (never the evaluation ones; a tie
     goes to the lower tag), and each tag's validation accuracy."""
     if tags[0] is None or val_file is None or not Path(val_file).exists() or not traces.num_rows(val_file):
         return None, {}
     questions = traces.load_questions(val_file)
-    rows = _generations(cfg, model, tokenizer, layout, questions, tags, None, judge)
+    rows = _generations(cfg, sampler, tokenizer, layout, questions, tags, None, judge)
     acc = {t: sum(r["correct"] for r in rows if r["tag"] == t) / len(questions) for t in tags if t is not None}
     best = max(sorted(acc), key=lambda t: acc[t])
     log.info("validation (%d questions): accuracy per tag %s -> tag %d", len(questions),
@@ -157,24 +179,22 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     """Evaluate one trained model on the held-out split; write ``out_dir`` atomically; return metrics.
     ``train_file``: the training traces (imported/generated data: what the teacher classifier learns from)."""
     t0 = time.monotonic()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tokenizer, meta = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
-    model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() hides torch's signature
-    layout = PromptLayout.from_meta(meta)  # tags.json: the exact tags and layout training used
+    sampler, tokenizer, meta = open_sampler(cfg, model_dir)
+    layout = PromptLayout.from_meta(meta)
     n = meta["num_tags"]
     questions = traces.load_questions(eval_file)
     train = traces.read_rows(train_file) if train_file is not None and Path(train_file).exists() else None
     _check_held_out(questions, eval_file, train_file, train)
     judge = judge_for(cfg, train_file, train)
     tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
-    torch.manual_seed(cfg.seed)
-    greedy = _generations(cfg, model, tokenizer, layout, questions, tags, None, judge)
-    sampled = _generations(cfg, model, tokenizer, layout, questions, tags, cfg.eval.temperature, judge)
-    sweep = {t: _generations(cfg, model, tokenizer, layout, questions, tags, t, judge)
+    # One seed per evaluation, given to its first set: every later set continues the sampler's random stream.
+    greedy = _generations(cfg, sampler, tokenizer, layout, questions, tags, None, judge, seed=cfg.seed)
+    sampled = _generations(cfg, sampler, tokenizer, layout, questions, tags, cfg.eval.temperature, judge)
+    sweep = {t: _generations(cfg, sampler, tokenizer, layout, questions, tags, t, judge)
              for t in cfg.eval.temperatures if t != cfg.eval.temperature}
     stats = train_stats(model_dir)
     best = best_tag(stats) if tags[0] is not None else None
-    chosen, val_acc = validation_tag(cfg, model, tokenizer, layout, val_file, tags, judge)
+    chosen, val_acc = validation_tag(cfg, sampler, tokenizer, layout, val_file, tags, judge)
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best, val_tag=chosen),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy", val_tag=chosen),
               # the sweep, the main sampled set among its temperatures: one series per method

@@ -249,6 +249,8 @@ def load_hf(path: str) -> tuple[Any, Any, list[int]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+    from ssft.generation.hf import stop_ids
+
     if not Path(path, "config.json").exists():
         raise UserError(f"teacher model {path!r}: not a local checkpoint directory (no config.json); set an hf "
                          "teacher's model to a directory written by save_pretrained")
@@ -262,9 +264,7 @@ def load_hf(path: str) -> tuple[Any, Any, list[int]]:
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **dtype)
     # Transformers' @wraps(Module.to) hides self from mypy
     model.to("cuda" if cuda else "cpu").eval()  # type: ignore[arg-type]
-    gen = model.generation_config.eos_token_id if model.generation_config is not None else None
-    ids = [tok.eos_token_id, *(gen if isinstance(gen, (list, tuple)) else [gen])]
-    return model, tok, list(dict.fromkeys(i for i in ids if i is not None))
+    return model, tok, stop_ids(model, tok)
 
 
 def _hf_prompt(tok: Any, question: str) -> list[int]:
@@ -275,55 +275,33 @@ def _hf_prompt(tok: Any, question: str) -> list[int]:
     return tok(question)["input_ids"]
 
 
-def _hf_decode(tok: Any, ids: list[int], stops: Sequence[int]) -> tuple[str, int]:
-    """(text, generated tokens): cut at the first stop id, which counts as generated but is not text."""
-    end = next((k for k, i in enumerate(ids) if i in stops), None)
-    n_tokens = len(ids) if end is None else end + 1
-    return tok.decode(ids[:end], skip_special_tokens=True), n_tokens
-
-
-def _hf_batch(model: Any, tok: Any, stops: list[int], prompts: list[list[int]], n: int,
-              teacher: TeacherConfig) -> list[list[tuple[str, int]]]:
-    """``n`` samples for each prompt of one left-padded batch."""
-    import torch
-
-    pad = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for k, p in enumerate(prompts):
-        ids[k, width - len(p):], mask[k, width - len(p):] = torch.tensor(p), 1
-    greedy = teacher.temperature == 0  # n greedy samples are n copies of one
-    kwargs = {"do_sample": False} if greedy else {"do_sample": True, "temperature": teacher.temperature,
-                                                  "top_p": teacher.top_p, "top_k": 0}
-    with torch.no_grad():
-        seqs = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                              max_new_tokens=teacher.max_tokens, num_return_sequences=1 if greedy else n,
-                              pad_token_id=pad, eos_token_id=stops, **kwargs)
-    out = [_hf_decode(tok, row, stops) for row in seqs[:, width:].tolist()]
-    if greedy:
-        return [[o] * n for o in out]
-    return [out[k * n:(k + 1) * n] for k in range(len(prompts))]
-
-
 def _run_hf(teacher: TeacherConfig, work: Work, sink: Sink, seed: int) -> None:
-    import torch
+    """``batch_size`` questions per ``generate`` call (ssft.generation's hf sampler), each sampled ``n`` times at the
+    teacher's settings (temperature 0: once, greedy, copied ``n`` times); torch is seeded once, from ``seed``."""
+    from ssft.generation.hf import HfSampler
 
     model, tok, stops = load_hf(teacher.model)
     if not tok.chat_template:
         log.info("teacher %s: %s has no chat template; prompting with the plain question text", teacher.name,
                  teacher.model)
-    torch.manual_seed(seed)
+    greedy = teacher.temperature == 0  # n greedy samples are n copies of one
+    first = True
     # num_return_sequences is one number per generate() call: batch questions missing the same count.
     by_missing: dict[int, Work] = defaultdict(list)
     for question, samples in work:
         by_missing[len(samples)].append((question, samples))
     for n, items in sorted(by_missing.items()):
+        per_prompt = 1 if greedy else n
+        sampler = HfSampler(model, tok, batch_size=teacher.batch_size * per_prompt)
         for start in range(0, len(items), teacher.batch_size):
             chunk = items[start:start + teacher.batch_size]
-            outs = _hf_batch(model, tok, stops, [_hf_prompt(tok, q["question"]) for q, _ in chunk], n, teacher)
+            outs = sampler.generate([_hf_prompt(tok, q["question"]) for q, _ in chunk], per_prompt,
+                                    None if greedy else teacher.temperature, teacher.top_p, teacher.max_tokens,
+                                    stops, seed=seed if first else None)
+            first = False
             for (question, samples), out in zip(chunk, outs, strict=True):
-                sink(str(question["question_id"]), samples, [t for t, _ in out], [k for _, k in out])
+                out = out * n if greedy else out
+                sink(str(question["question_id"]), samples, [o.text for o in out], [o.length for o in out])
 
 
 # -- the stage's entry point ------------------------------------------------------------------------------
