@@ -8,6 +8,7 @@ any model is built. Nothing else in ``ssft`` reads YAML.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from ssft.errors import UserError
 from ssft.generation.factory import BACKENDS as GENERATION_BACKENDS
 
 METHODS = ("ssft", "sft", "random", "fixed")
+
+log = logging.getLogger(__name__)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -362,7 +365,12 @@ def load(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = No
         raise ConfigError(f"{path}: empty; copy the project's params.yaml and change what you need")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
-    return from_dict(raw, str(path))
+    cfg = from_dict(raw, str(path))
+    if cfg.train.warmup_steps >= cfg.train.max_steps:  # runs, but the learning rate never reaches train.lr
+        log.warning("%s: train.warmup_steps=%d >= train.max_steps=%d: training ends still warming up; use a "
+                    "fraction of max_steps, e.g. train.warmup_steps=%d", path, cfg.train.warmup_steps,
+                    cfg.train.max_steps, max(1, cfg.train.max_steps // 20))
+    return cfg
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -204,6 +204,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
               **{k: float(stats[k]) for k in ("match_agreement_full",) if k in stats},
               "best_tag": best or 0, "val_tag": chosen or 0, **val_acc,
               "dead_tags": float(len(stats.get("dead_tags", []))) if tags[0] else 0.0, **judge.extra}
+    warn_if_truncated([*greedy, *sampled], cfg.eval.max_new_tokens)
     tmp = temp_path(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run or a full disk: never shipped with this one
     tmp.mkdir(parents=True)
@@ -217,3 +218,11 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     return result
 
 
+def warn_if_truncated(rows: list[dict], max_new_tokens: int) -> None:
+    """Warn when most generations ran into ``eval.max_new_tokens``: their answers are cut off, so the metrics
+    measure the budget rather than the model (a real checkpoint reasons for thousands of tokens)."""
+    share = sum(r["length"] >= max_new_tokens for r in rows) / max(len(rows), 1)
+    if share > 0.5:
+        log.warning("%.0f%% of generations hit eval.max_new_tokens=%d before they finished (answers cut off): "
+                    "raise eval.max_new_tokens, e.g. to 4096 for a chat checkpoint (configs/real.yaml)",
+                    100 * share, max_new_tokens)
