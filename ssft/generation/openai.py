@@ -73,6 +73,11 @@ def _reason(error: Exception) -> str:
     return f"malformed response ({type(error).__name__}: {error})"
 
 
+def _tokenizer_bytes(model_dir: Path) -> bytes | None:
+    f = model_dir / "tokenizer.json"
+    return f.read_bytes() if f.exists() else None
+
+
 class OpenAISampler:
     """:class:`~ssft.generation.sampler.Sampler` over a server at ``server`` (e.g. ``http://127.0.0.1:8000/v1``)
     that serves ``model_dir``, whose ``tokenizer`` encodes the prompts and decodes the samples. ``tags``: the
@@ -89,7 +94,8 @@ class OpenAISampler:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stops[0]
         self.seeds = SeedStream()
         self._logprob_mode = "logprob_token_ids"  # until the server shows it ignores them
-        self.model = self._served_model(Path(model_dir))
+        self.model_dir = Path(model_dir)
+        self.model = self._served_model(self.model_dir)
         self.dialect = self._probe(list(tags) or [tokenizer.eos_token])
         log.info("generation through %s (model %r, %s prompts)", redact(self.url), self.model, self.dialect)
 
@@ -106,13 +112,14 @@ class OpenAISampler:
         except (openai.OpenAIError, ValueError) as e:  # the client already retried what can be retried
             raise self._fail(what, _reason(e)) from None
 
-    def _complete(self, what: str, n: int, **kwargs: Any) -> Any:
+    def _complete(self, what: str, want: int, **kwargs: Any) -> Any:
+        """A completion with at least ``want`` choices."""
         resp = self._call(what, lambda: self.client.completions.create(model=self.model, **kwargs))
         choices = getattr(resp, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise self._fail(what, f"the server returned no choices ({str(resp)[:200]!r})")
-        if len(choices) < n:
-            raise self._fail(what, f"the server returned {len(choices)} of the {n} choices asked for")
+        if len(choices) < want:
+            raise self._fail(what, f"the server returned {len(choices)} of the {want} choices asked for")
         return resp
 
     def _map(self, fn: Callable[[int], T], count: int) -> list[T]:
@@ -172,6 +179,10 @@ class OpenAISampler:
         count = resp.usage.prompt_tokens if resp.usage is not None else None
         if count != len(want):
             raise self._mismatch([text], want, count)
+        served = Path(self.model)  # transformers serve names a local model by its path: compare the tokenizers
+        if served.is_dir() and _tokenizer_bytes(served) != _tokenizer_bytes(self.model_dir):
+            raise UserError(f"{redact(self.url)} serves {served}, whose tokenizer is not that of {self.model_dir}; "
+                            f"serve the trained model directory itself (`transformers serve {self.model_dir}`)")
         log.warning("%s refuses token-id prompts (%s): sending each prompt as its text, checked to re-tokenize "
                     "to the same ids", redact(self.url), refusal)
         return "text"
@@ -238,10 +249,11 @@ class OpenAISampler:
         if usage is None or usage.prompt_tokens != len(prompt):
             raise self._fail("a completion", f"the server counted {usage and usage.prompt_tokens} prompt tokens, "
                                              f"not {len(prompt)}: it tokenized the prompt differently")
-        out = resp.choices[0].text or ""
-        # Only text comes back: the ids are its re-encoding (the stop, when one was generated, is not in it).
-        ids = tuple(self.tokenizer.encode(out, add_special_tokens=False))
-        return Sample(out, usage.completion_tokens or 0, ids)
+        # Only text comes back (a stop id that is no special token still in it): its ids are re-encoded here and
+        # decoded as every backend decodes; the length is the server's count of generated tokens.
+        ids = self.tokenizer.encode(resp.choices[0].text or "", add_special_tokens=False)
+        done = finish(self.tokenizer, ids, stops)
+        return Sample(done.text, usage.completion_tokens or 0, done.token_ids)
 
     # -- tag log-probabilities -----------------------------------------------------------------------------
     def tag_logprobs(self, prompts: Sequence[Sequence[int]], tag_ids: Sequence[int]) -> np.ndarray:
