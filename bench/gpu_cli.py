@@ -31,6 +31,7 @@ from bench.gpu_step import SHAPES  # noqa: E402
 from ssft.data import traces  # noqa: E402
 from ssft.data.sources import synthetic  # noqa: E402
 from ssft.data.tasks import get_task  # noqa: E402
+from ssft.eval.evaluate import METRICS_FILE  # noqa: E402
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -94,7 +95,7 @@ def run_one(work: Path, data: Path, shape: str, method: str, dtype: str) -> dict
     train_s = stage(work, "train", "--method", method, *common, "--checkpoints", str(work / "ckpt"))
     eval_s = stage(work, "evaluate", "--method", method, *common, "--results", str(work / "results"))
     stats = json.loads((work / "models" / method / "train_stats.json").read_text())
-    metrics = json.loads((work / "results" / method / "metrics.json").read_text())
+    metrics = json.loads((work / "results" / method / METRICS_FILE).read_text())
     return {"case": "cli", "shape": shape, "method": method, "dtype": dtype, "steps": stats["steps"],
             "steps_per_s": round(stats["steps"] / stats["train_seconds"], 2),
             "train_loss": round(stats["train_loss"], 4), "train_wall_s": round(train_s, 1),

@@ -144,8 +144,10 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft.eval.evaluate import METRICS_FILE
+
     tracker = _tracker(cfg, args)
-    metrics = json.loads((Path(args.results) / args.method / "metrics.json").read_text())
+    metrics = json.loads((Path(args.results) / args.method / METRICS_FILE).read_text())
     from ssft.data.traces import read_rows
 
     question = read_rows(Path(args.traces) / "eval.parquet")[0]["question"]
@@ -157,15 +159,15 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     """Each requested tag's answer to one question, from the prompt layout the model was trained with, generated
     by ``eval.backend`` (``--set eval.backend=openai --set eval.server=...``: a served copy of the model)."""
     from ssft.eval.evaluate import open_sampler
+    from ssft.train import methods
     from ssft.train.forking import PromptLayout, prompt_ids, prompt_text
 
     sampler, tokenizer, meta = open_sampler(cfg, Path(args.model))
     layout = PromptLayout.from_meta(meta)
     n = int(meta["num_tags"])
-    if meta["method"] == "sft":
-        tags: list[int | None] = [None]
-    elif args.tags == "all":
-        tags = list(range(1, n + 1))
+    method = methods.get(meta["method"])
+    if not method.tagged or args.tags == "all":
+        tags = method.eval_tags(n)
     else:
         try:
             numbers = [int(t) for t in args.tags.split(",")]
@@ -183,14 +185,15 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     """The table (results/summary.md), the comparison plots (results/plots/*.png, DVC plots) in every method's
     MLflow run."""
+    from ssft.eval.evaluate import DETAILS_FILE
     from ssft.eval.report import collect, write_report
     from ssft.tracking.figures import comparison_figures, save_figures
 
     methods, results = list(cfg.train.methods), Path(args.results)
     tracker = _tracker(cfg, args)
     print(write_report(results, methods))
-    details = {m: [json.loads(line) for line in (results / m / "details.jsonl").read_text().splitlines()]
-               for m in methods if (results / m / "details.jsonl").exists()}
+    details = {m: [json.loads(line) for line in (results / m / DETAILS_FILE).read_text().splitlines()]
+               for m in methods if (results / m / DETAILS_FILE).exists()}
     plots = save_figures(comparison_figures(collect(results, methods), details, cfg.ssft.num_tags), results / "plots")
     tracker.log_comparison(methods, Path(args.models), plots)
 

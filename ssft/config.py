@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+# Each list of choices lives with the code that implements it; config only reads them (one home each).
+from ssft.data.checkers import CHECKERS
+from ssft.data.sources.teachers import BACKENDS
 from ssft.errors import UserError
 from ssft.generation.factory import BACKENDS as GENERATION_BACKENDS
-
-METHODS = ("ssft", "sft", "random", "fixed")
+from ssft.train.methods import NAMES as METHODS
+from ssft.train.precision import DTYPES, KERNELS
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,13 @@ def _f(default: Any, help: str) -> Any:
 
 
 SOURCES = ("synthetic", "import", "generate")
+# The stage families a work pool can run (pipeline.pool_stages): the GPU stages, whose inputs and outputs are
+# DVC-tracked so the remote can carry them; the others are cheap and write git-tracked or local results.
+POOL_STAGES = ("train", "evaluate")
+_POOL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 # transformers' lr_scheduler_type values that need no extra arguments
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
-CHECKERS = ("int", "math", "exact", "none")
-BACKENDS = ("hf", "openai")
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,10 @@ class TrackingConfig:
 class PipelineConfig:
     parallel: int = _f(0, "stages the Prefect flow runs at once when they do not depend on each other; 0 = what "
                           "the cores allow (cores // train.threads; 1 when train.threads is 0 = all cores)")
+    pool: str | None = _f(None, "Prefect work pool whose workers run pool_stages (`make worker POOL=gpu` on a GPU "
+                                "host; data moves through the DVC remote); null = every stage in the flow's process")
+    pool_stages: list = _f(["train@*"], "with a pool: the stages sent to it, as DVC stage names or patterns, each "
+                                        f"of {', '.join(s + '@*' for s in POOL_STAGES)} or one stage of them")
 
 
 @dataclass(frozen=True)
@@ -254,6 +264,10 @@ def _check(cfg: Config, errors: list[str]) -> None:
     rules = [
         (cfg.seed >= 0, "seed", "use a seed >= 0"),
         (cfg.pipeline.parallel >= 0, "pipeline.parallel", "use >= 0 (0 = what the cores allow)"),
+        (cfg.pipeline.pool is None or bool(_POOL_NAME.fullmatch(str(cfg.pipeline.pool))), "pipeline.pool",
+         "use a work pool name (letters, digits, '-', '_', '.'), e.g. gpu; null = no pool"),
+        (all(_poolable(p) for p in cfg.pipeline.pool_stages), "pipeline.pool_stages",
+         f"list stage names or patterns of {', '.join(POOL_STAGES)}, e.g. [train@*, evaluate@ssft]"),
         (d.source in SOURCES, "data.source", f"use one of {', '.join(SOURCES)}"),
         (d.source == "synthetic" or bool(d.path), "data.path",
          f"data.source={d.source} needs a file: the traces (import) or the questions (generate)"),
@@ -272,16 +286,16 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (m.hidden_size % max(m.num_heads, 1) == 0, "model.hidden_size", "must be divisible by model.num_heads"),
         (m.attn_implementation in ("eager", "sdpa", "flash_attention_2"), "model.attn_implementation",
          "use eager, sdpa or flash_attention_2"),
-        (m.dtype in ("float32", "bfloat16", "float16"), "model.dtype", "use float32, bfloat16 or float16"),
+        (m.dtype in DTYPES, "model.dtype", f"use one of {', '.join(DTYPES)}"),
         (m.tag_init in ("mean", "random"), "model.tag_init", "use mean or random"),
-        (m.save_dtype in ("float32", "bfloat16", "float16"), "model.save_dtype", "use float32, bfloat16 or float16"),
+        (m.save_dtype in DTYPES, "model.save_dtype", f"use one of {', '.join(DTYPES)}"),
         (not m.pure_dtype or m.dtype != "float32", "model.pure_dtype",
          "only means something with model.dtype bfloat16 or float16"),
         ("{i}" in m.tag_format and m.tag_format.replace("{i}", "") != "", "model.tag_format",
          "must contain {i} and some other text, e.g. <think{i}>"),
         (m.max_length >= 0, "model.max_length", "use 0 (the model's context) or a token count"),
         (m.lora_rank >= 0, "model.lora_rank", "use 0 (full fine-tuning) or a positive rank"),
-        (t.loss_kernel in ("auto", "torch", "liger"), "train.loss_kernel", "use auto, torch or liger"),
+        (t.loss_kernel in KERNELS, "train.loss_kernel", f"use one of {', '.join(KERNELS)}"),
         (all(x in METHODS for x in t.methods), "train.methods", f"each must be one of {METHODS}"),
         (t.max_steps >= 1, "train.max_steps", "use >= 1"),
         (t.save_steps >= 1, "train.save_steps", "use >= 1: a checkpoint is what a killed run resumes from"),
@@ -316,6 +330,17 @@ def _check(cfg: Config, errors: list[str]) -> None:
             errors.append(f"{name}: {value!r} is invalid; {fix}")
     for k, teacher in enumerate(d.teachers):
         _check_teacher(teacher, f"data.teachers[{k}]", errors)
+    names = [t.name for t in d.teachers]
+    for k, name in enumerate(names):
+        if name and name in names[:k]:
+            errors.append(f"data.teachers[{k}].name: {name!r} is used twice; give every teacher its own name "
+                          "(it is the traces' source)")
+
+
+def _poolable(pattern: object) -> bool:
+    """``train@*``, ``evaluate@ssft``, ...: a stage of a family a pool can run (the part after @ may be a glob)."""
+    family, at, item = str(pattern).partition("@")
+    return isinstance(pattern, str) and family in POOL_STAGES and bool(at) and bool(item)
 
 
 def _check_teacher(t: TeacherConfig, where: str, errors: list[str]) -> None:

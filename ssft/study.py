@@ -32,10 +32,11 @@ from typing import Any
 
 import yaml
 
-from ssft import atomic
+from ssft import atomic, stages
 from ssft import config as config_mod
 from ssft import env as ssft_env
 from ssft.errors import UserError
+from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
 from ssft.eval.report import SWEEP_ROWS, at_k, temperature_of
 
 log = logging.getLogger(__name__)
@@ -122,19 +123,14 @@ def overrides(study: Study, cell: Cell) -> dict[str, Any]:
             **cell.setting.params, "seed": cell.seed}
 
 
-# Package code a cell's numbers do not depend on: the study runner and its report, MLflow logging and figures.
-# A change there rewrites the report without rerunning an hour of cells.
-NOT_IN_CELLS = ("ssft/study.py", "ssft/tracking/")
+CELL_STAGES = ("traces", "train", "evaluate")  # what a cell runs; its report and MLflow logging are the study's
 
 
 def code_hash(root: Path = ROOT) -> str:
-    """What the cells' results depend on besides their params: the package's source files (but NOT_IN_CELLS)."""
-    h = hashlib.sha256()
-    for f in sorted((root / "ssft").rglob("*.py")):
-        name = f.relative_to(root).as_posix()
-        if not name.startswith(NOT_IN_CELLS):
-            h.update(name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+    """What the cells' results depend on besides their params: the code of the stages a cell runs (the lists of
+    ``ssft.stages``, which dvc.yaml and the trainer read too). An edit of the report or of MLflow logging
+    rewrites the report without rerunning an hour of cells."""
+    return stages.code_digest(CELL_STAGES, root)[:16]
 
 
 def cell_dir(workdir: Path, study: Study, cell: Cell) -> Path:
@@ -158,7 +154,7 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     done = d / "cell.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         log.info("%s: finished before, reused", cell.label)
-        return {m: json.loads((d / "results" / m / "metrics.json").read_text()) for m in methods}
+        return {m: json.loads((d / "results" / m / METRICS_FILE).read_text()) for m in methods}
     d.mkdir(parents=True, exist_ok=True)
     atomic.write_text(d / "params.yaml", text)
     t0 = time.monotonic()
@@ -182,7 +178,7 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     atomic.write_text(done, json.dumps({"key": key, "seconds": round(time.monotonic() - t0, 1),
                                         "overrides": overrides(study, cell)}, indent=2))
     log.info("%s: done in %.0f s", cell.label, time.monotonic() - t0)
-    return {m: json.loads((d / "results" / m / "metrics.json").read_text()) for m in methods}
+    return {m: json.loads((d / "results" / m / METRICS_FILE).read_text()) for m in methods}
 
 
 def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
@@ -245,7 +241,7 @@ def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, tup
     of the mean difference; pairs share the question and the seed's data, so only the models differ."""
     diffs: dict[str, list[float]] = {k: [] for k in PAIRED}
     for d in cell_paths:
-        fa, fb = d / "results" / a / "details.jsonl", d / "results" / b / "details.jsonl"
+        fa, fb = d / "results" / a / DETAILS_FILE, d / "results" / b / DETAILS_FILE
         if not (fa.exists() and fb.exists()):
             continue
         qa, qb = per_question(fa, n_tags), per_question(fb, n_tags)
@@ -453,8 +449,10 @@ def _temperature_lines(table: dict[str, dict[str, tuple]]) -> list[str]:
 def _dynamics_lines(paths: list[Path]) -> list[str]:
     """SSFT's matching over training: churn, assignment entropy and matched cost per epoch (over seeds), and
     the tag x strategy matrix of the first seed at its first, middle and last epoch."""
+    from ssft.train.models import STATS_FILE
+
     found = {p: json.loads(f.read_text())["epochs"] for p in paths
-             if (f := p / "models" / "ssft" / "train_stats.json").exists()}
+             if (f := p / "models" / "ssft" / STATS_FILE).exists()}
     found = {p: r for p, r in found.items() if r}
     if not found:
         return []

@@ -157,3 +157,15 @@ def test_a_cost_prefix_inside_the_shared_tokens_disagrees_with_whole_trace_match
     # (never all: the comparison must be with whole-trace costs, not the short ones again).
     distinct = [ScoreItem(it.prompts, [ids(9) + [2] for _ in range(3)]) for it in items]
     assert 0.0 < agreement_with_full(model, distinct, 1, 0, seed=0) < 1.0
+
+
+def test_a_question_counts_once_per_epoch() -> None:
+    """accelerate's even_batches repeats questions at a DDP epoch's end: they are trained, not counted twice."""
+    from ssft.train.matching import MatchStats
+
+    stats = MatchStats(num_tags=2)
+    assert stats.record("q", ["a", "b"], [1, 2]) and not stats.record("q", ["a", "b"], [2, 1])
+    restored = MatchStats.from_state(stats.state())
+    assert not restored.record("q", ["a", "b"], [1, 2]), "the open epoch's questions survive a checkpoint"
+    assert stats.close_epoch(0, 1)["questions"] == 1
+    assert stats.record("q", ["a", "b"], [2, 1]), "a new epoch counts it again"

@@ -117,8 +117,10 @@ def test_best_tag_counts_distinct_trajectories_not_matches_or_sources():
     from ssft.train.matching import MatchStats
 
     stats = MatchStats(num_tags=3)
-    for qid, tags in [("q1", [3, 1]), ("q1", [1, 3]), ("q2", [3, 2]), ("q2", [2, 3])] + [("q3", [1, 2])] * 5:
+    visits = [("q1", [3, 1]), ("q1", [1, 3]), ("q2", [3, 2]), ("q2", [2, 3])] + [("q3", [1, 2])] * 5
+    for epoch, (qid, tags) in enumerate(visits):  # a question is seen once per epoch
         stats.record(qid, ["a", "b"], tags)
+        stats.close_epoch(epoch, epoch)
     assert stats.trajectory_counts() == {1: 3, 2: 3, 3: 4}
     assert best_tag(stats.trajectory_counts()) == 3
     again = MatchStats.from_state(json.loads(json.dumps(stats.state())))

@@ -40,22 +40,49 @@ def test_dvc_repro_runs_the_pipeline_and_is_then_up_to_date(tmp_path: Path) -> N
     assert not (repo / "mlruns").exists()
 
 
-def test_train_stage_depends_on_exactly_what_training_reads() -> None:
-    """dvc.yaml's train deps are the training code (TRAINING_CODE), and its params every key the trained model
-    depends on: a key left out would keep stale models after an edit."""
-    import dataclasses
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages as written (a foreach stage: its ``do`` body)."""
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    return {name: body.get("do", body) for name, body in raw.items()}
 
-    import yaml
 
-    from ssft.config import TrainConfig
-    from ssft.train.trainer import BOOKKEEPING, TRAINING_CODE
+def _paths(entries: list) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
 
+
+def unnamed_outputs(stages: dict[str, dict]) -> list[str]:
+    """Outputs (outs, metrics, plots) whose path, or a directory above it, the stage's ``cmd`` does not name."""
+    bad = []
+    for name, body in stages.items():
+        words = body["cmd"].split()
+        for out in _paths(body.get("outs", []) + body.get("metrics", []) + body.get("plots", [])):
+            if not any(out == w or out.startswith(w.rstrip("/") + "/") for w in words):
+                bad.append(f"{name}: {out} is not named in `{body['cmd']}`")
+    return bad
+
+
+def test_every_stage_command_names_its_outputs() -> None:
+    assert unnamed_outputs(dvc_stages()) == []
+    planted = {"train": {"cmd": "ssft train --method x", "outs": ["models/x"]}}
+    assert unnamed_outputs(planted), "a cmd that does not name its output is caught"
+
+
+def test_stage_deps_and_params_are_the_lists_of_ssft_stages() -> None:
+    """dvc.yaml, the trainer's checkpoint fingerprint and the study's cell key read one list (ssft.stages)."""
+    from ssft import stages
+
+    found = dvc_stages()
+    for name, inputs in stages.STAGES.items():
+        code = {d for d in _paths(found[name]["deps"]) if d.startswith("ssft/")}
+        assert code == set(inputs.code), f"{name}: dvc.yaml deps {sorted(code)} != ssft.stages {inputs.code}"
+        assert set(found[name]["params"]) == set(inputs.params), name
+
+
+def test_report_deps_follow_train_methods() -> None:
     root = Path(__file__).resolve().parents[1]
-    stage = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["train"]["do"]
-    assert set(TRAINING_CODE) <= set(stage["deps"])
-    train_keys = {f"train.{f.name}" for f in dataclasses.fields(TrainConfig) if f.name not in BOOKKEEPING}
-    assert train_keys <= set(stage["params"]), train_keys - set(stage["params"])
-    assert {"seed", "task", "model", "ssft"} <= set(stage["params"])
+    methods = yaml.safe_load((root / "params.yaml").read_text())["train"]["methods"]
+    deps = {d for d in dvc_stages()["report"]["deps"] if d.startswith("results/")}
+    assert deps == {f"results/{m}/{f}" for m in methods for f in ("metrics.json", "details.jsonl")}
 
 
 def test_committed_dvc_lock_matches_the_code() -> None:

@@ -7,10 +7,14 @@ import pytest
 import torch
 from conftest import tiny_cfg
 
-from ssft.train import models
-from ssft.train.trainer import mixed_precision, run_stage
+from ssft.train import models, precision
+from ssft.train.trainer import run_stage
 
 STEPS, LR = 10, 1e-5
+
+
+def mixed_precision(cfg: object) -> precision.TrainerFlags:
+    return precision.decide(cfg.model, torch.cuda.is_available()).trainer_flags()  # type: ignore[attr-defined]
 
 
 def _saved_dtype(model_dir: Path) -> torch.dtype:
@@ -37,6 +41,8 @@ def test_bf16_mixed_precision_moves_weights_like_float32(tmp_path: Path, trace_d
     from ssft.train import loss
 
     assert mixed_precision(tiny_cfg(**{"model.dtype": "bfloat16"})) == {"bf16": True, "fp16": False}
+    assert precision.decide(tiny_cfg(**{"model.dtype": "bfloat16"}).model, cuda=False) == precision.Precision(
+        master="float32", compute="bfloat16")
     fp32, _ = _update(tmp_path / "fp32", trace_dir)
     seen: set[torch.dtype] = set()
     compute_dtype = loss._compute_dtype
@@ -48,6 +54,7 @@ def test_bf16_mixed_precision_moves_weights_like_float32(tmp_path: Path, trace_d
     assert 0.7 <= float(bf16.median()) / (STEPS * LR) <= 1.05
     assert float((bf16 - fp32).abs().mean() / fp32.mean()) < 0.1, "bf16 updates differ from float32 ones"
     assert saved == torch.float32, "trained weights are saved in float32 by default"
+    assert models.load(tmp_path / "bf16" / "model")[2]["dtype"] == "bfloat16", "tags.json records the trained dtype"
 
 
 def test_pure_bf16_is_an_opt_in_that_loses_small_updates(tmp_path: Path, trace_dir: Path) -> None:

@@ -55,6 +55,9 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     assert min(stamps) > 1_700_000_000_000, "real timestamps, not 1970"
     assert {"match/churn", "match/rate_tag1", "match/assignment_entropy", "match/mean_matched_cost"} <= set(
         run.data.metrics)
+    epochs = json.loads((root / "models" / "ssft" / "train_stats.json").read_text())["epochs"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "match/assignment_entropy")] == [
+        e["step"] for e in epochs], "epoch statistics are logged at the training step the epoch ended"
     metrics = json.loads((root / "results" / "ssft" / "metrics.json").read_text())
     for r in (run, child):
         assert r.data.metrics["eval/cons_at_N"] == pytest.approx(metrics["cons@N"])

@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_cfg
 from transformers import TrainerCallback
 
-from ssft.train import models
-from ssft.train.trainer import Example, build_batch, choose_tags, last_complete_checkpoint, run_stage
+from ssft.train import methods, models
+from ssft.train.trainer import Example, build_batch, last_complete_checkpoint, run_stage
 
 EX = Example("q", prompts=((1, 7, 8), (1, 7, 9), (1, 7, 10)), tag_pos=2, completions=((5, 2), (6, 6, 2)),
              sources=("a", "b"), strategy=(1, 0))
@@ -23,6 +23,11 @@ def test_build_batch_exactly() -> None:
     assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]
     b = build_batch([EX], [[1, 2]], pad_id=0, tag_in_loss=False)
     assert b["labels"].tolist() == [[-100, -100, -100, 5, 2, -100], [-100, -100, -100, 6, 6, 2]]
+
+
+def choose_tags(name: str, ex: Example, num_tags: int, cost: np.ndarray | None,
+                rng: np.random.Generator) -> list[int | None]:
+    return methods.get(name).tags(ex.strategy, num_tags, cost, rng)
 
 
 def test_choose_tags_per_method() -> None:
@@ -76,6 +81,27 @@ def test_gradient_accumulation_is_scaled(tmp_path: Path, trace_dir: Path) -> Non
                                                                   "train.grad_accum": ga})
         norms.append(next(h["grad_norm"] for h in stats["log_history"] if "grad_norm" in h))
     assert norms[1] == pytest.approx(norms[0], rel=0.05)
+
+
+def _first_step(stats: dict) -> tuple[float, float]:
+    first = next(h for h in stats["log_history"] if "grad_norm" in h)
+    return first["loss"], first["grad_norm"]
+
+
+def test_the_loss_is_summed_then_divided_once_by_the_step_tokens(tmp_path: Path, trace_dir: Path) -> None:
+    """GA 2 x 3 questions gives exactly the loss and gradient of 1 x 6 questions, although the micro-batches
+    hold different token counts (a mean per micro-batch weighs the tokens of the shorter one more)."""
+    from ssft.data import traces
+    from ssft.train.trainer import labelled_tokens, tokenize
+
+    qs, _ = traces.load(trace_dir / "train.parquet", 4)
+    tok = models.build(tiny_cfg().model, 4, seed=0)[1]
+    counts = {labelled_tokens(ex, True) for ex in tokenize(qs, tok, 4, sorted({s for q in qs for s in q.sources}))}
+    assert len(counts) > 1, "the fixture's questions must differ in length for this test to mean anything"
+    one, two = (_first_step(_train(tmp_path / f"ga{ga}", trace_dir, "fixed", **{
+        "train.max_steps": 1, "train.logging_steps": 1, "train.questions_per_step": qps, "train.grad_accum": ga}))
+        for qps, ga in [(6, 1), (3, 2)])
+    assert two == pytest.approx(one, rel=1e-6, abs=1e-7)
 
 
 class Kill(TrainerCallback):
@@ -162,25 +188,33 @@ def test_ssft_specialises_tags_where_random_does_not(tmp_path: Path, trace_dir: 
 
 
 @pytest.mark.slow
+def _torchrun(tmp_path: Path, trace_dir: Path, method: str) -> None:
+    """``ssft train`` under torchrun, 2 CPU ranks (gloo), with tmp_path/params.yaml; models in tmp_path/m."""
+    import subprocess
+    import sys
+
+    from conftest import tool_env
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    res = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "ssft.cli", "--params",
+                          str(tmp_path / "params.yaml"), "train", "--method", method, "--traces", str(trace_dir),
+                          "--models", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "ck")],
+                         env=tool_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
 def test_two_process_ddp_gathers_statistics_into_one_mlflow_run(tmp_path: Path, trace_dir: Path) -> None:
     """torchrun, 2 CPU ranks (gloo): each rank trains its own questions, the statistics cover all of them, and
     rank 0 alone tracks, into one MLflow run with world_size 2."""
     import json
-    import subprocess
-    import sys
 
     import mlflow
     import yaml
-    from conftest import TINY, tool_env
+    from conftest import TINY
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "tracking": {"uri": uri}}))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    res = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "ssft.cli", "--params",
-                          str(tmp_path / "params.yaml"), "train", "--method", "ssft", "--traces", str(trace_dir),
-                          "--models", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "ck")],
-                         env=tool_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    _torchrun(tmp_path, trace_dir, "ssft")
     stats = json.loads((tmp_path / "m" / "ssft" / "train_stats.json").read_text())
     assert stats["steps"] == 8  # 32 questions / (4 per rank x 2 ranks) = 4 steps per epoch
     assert [e["questions"] for e in stats["epochs"]] == [32, 32]
@@ -191,6 +225,27 @@ def test_two_process_ddp_gathers_statistics_into_one_mlflow_run(tmp_path: Path, 
     assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 4  # 8 steps, logging every 2
     assert {"match/churn", "match/rate_tag1"} <= set(run.data.metrics)
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_rank_and_count_each_question_once(tmp_path: Path, trace_dir: Path) -> None:
+    """torchrun, 2 ranks x 3 questions: the first step's loss and gradient norm equal one rank's at 6 questions
+    (the loss is divided by the tokens of every rank), and with 32 questions (not a multiple of 6) accelerate's
+    even_batches repeats questions at the epoch's end, which the statistics count once."""
+    import json
+
+    import yaml
+    from conftest import TINY
+
+    over = {"max_steps": 6, "logging_steps": 1, "questions_per_step": 3, "save_steps": 100}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], **over},
+                                                          "tracking": {"enabled": False}}))
+    _torchrun(tmp_path, trace_dir, "fixed")
+    ddp = json.loads((tmp_path / "m" / "fixed" / "train_stats.json").read_text())
+    assert [e["questions"] for e in ddp["epochs"]] == [32], "a repeated question was counted twice"
+    single = _train(tmp_path / "one", trace_dir, "fixed", **{"train.max_steps": 1, "train.logging_steps": 1,
+                                                           "train.questions_per_step": 6})
+    assert _first_step(ddp) == pytest.approx(_first_step(single), rel=1e-6, abs=1e-7)
 
 
 def test_checkpoint_fingerprint_covers_training_inputs_only(trace_dir: Path) -> None:
@@ -274,3 +329,19 @@ def test_lora_trains_adapters_and_tag_rows_then_saves_a_plain_model(tmp_path: Pa
     tags = tag_ids(tok, PromptLayout.from_format("<think{i}>", 4, chat=False).all_tags)
     changed = {int(i) for i in (emb0 != emb1).any(dim=1).nonzero().flatten()}
     assert changed and changed <= set(tags), (changed, tags)
+
+
+def test_preflight_lists_every_setting_this_machine_cannot_run(tmp_path: Path, trace_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before any model loads, all at once (nothing is built: models.build is never reached)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(models, "build", lambda *a, **k: pytest.fail("a model was built before the check"))
+    cfg = tiny_cfg(**{"model.dtype": "float16", "model.pure_dtype": True, "model.lora_rank": 4,
+                      "train.loss_kernel": "liger", "model.attn_implementation": "flash_attention_2"})
+    with pytest.raises(ValueError, match="5 setting") as e:
+        run_stage(cfg, "ssft", trace_dir / "train.parquet", tmp_path / "m", tmp_path / "ck")
+    for field in ("model.dtype=float16", "model.pure_dtype", "model.lora_rank", "train.loss_kernel",
+                  "flash_attention_2"):
+        assert field in str(e.value)

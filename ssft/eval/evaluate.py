@@ -34,10 +34,13 @@ from ssft.errors import UserError
 from ssft.eval import metrics
 from ssft.generation import factory
 from ssft.generation.sampler import Sampler
+from ssft.train import methods
 from ssft.train.forking import PromptLayout, prompt_ids
-from ssft.train.trainer import STATS_FILE
 
 log = logging.getLogger(__name__)
+# The evaluate stage's outputs (report, study and tracking read them).
+METRICS_FILE = "metrics.json"
+DETAILS_FILE = "details.jsonl"
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,9 @@ def open_sampler(cfg: Config, model_dir: Path) -> tuple[Sampler, Any, dict]:
         raise FileNotFoundError(f"{model_dir}: no {models.TAGS_FILE}; not a model directory written by `ssft train`")
     meta = json.loads(meta_file.read_text())  # tags.json: the exact tags and layout training used
 
-    def load_model():  # noqa: ANN202
+    def load_model() -> Any:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, _, _ = models.load(model_dir, cfg.model.dtype if device == "cuda" else "float32")
+        model, _, _ = models.load(model_dir)
         return model.to(device)  # type: ignore[arg-type]  # transformers' decorated .to() hides torch's signature
 
     tokenizer = models.load_tokenizer(model_dir)
@@ -149,6 +152,8 @@ def _as_generations(rows: list[dict], n_tags: int) -> list[metrics.Generation]:
 
 
 def train_stats(model_dir: Path) -> dict:
+    from ssft.train.models import STATS_FILE
+
     f = Path(model_dir) / STATS_FILE
     return json.loads(f.read_text()) if f.exists() else {}
 
@@ -186,14 +191,15 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     train = traces.read_rows(train_file) if train_file is not None and Path(train_file).exists() else None
     _check_held_out(questions, eval_file, train_file, train)
     judge = judge_for(cfg, train_file, train)
-    tags: list[int | None] = [None] if meta["method"] == "sft" else list(range(1, n + 1))
+    method = methods.get(meta["method"])
+    tags = method.eval_tags(n)
     # One seed per evaluation, given to its first set: every later set continues the sampler's random stream.
     greedy = _generations(cfg, sampler, tokenizer, layout, questions, tags, None, judge, seed=cfg.seed)
     sampled = _generations(cfg, sampler, tokenizer, layout, questions, tags, cfg.eval.temperature, judge)
     sweep = {t: _generations(cfg, sampler, tokenizer, layout, questions, tags, t, judge)
              for t in cfg.eval.temperatures if t != cfg.eval.temperature}
     stats = train_stats(model_dir)
-    best = best_tag(stats) if tags[0] is not None else None
+    best = best_tag(stats) if method.tagged else None
     chosen, val_acc = validation_tag(cfg, sampler, tokenizer, layout, val_file, tags, judge)
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best, val_tag=chosen),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy", val_tag=chosen),
@@ -203,13 +209,13 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
                                                      val_tag=chosen).items()},
               **{k: float(stats[k]) for k in ("match_agreement_full",) if k in stats},
               "best_tag": best or 0, "val_tag": chosen or 0, **val_acc,
-              "dead_tags": float(len(stats.get("dead_tags", []))) if tags[0] else 0.0, **judge.extra}
+              "dead_tags": float(len(stats.get("dead_tags", []))) if method.tagged else 0.0, **judge.extra}
     warn_if_truncated([*greedy, *sampled], cfg.eval.max_new_tokens)
     tmp = temp_path(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run or a full disk: never shipped with this one
     tmp.mkdir(parents=True)
-    (tmp / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    with open(tmp / "details.jsonl", "w") as f:
+    (tmp / METRICS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True))
+    with open(tmp / DETAILS_FILE, "w") as f:
         f.writelines(json.dumps(row) + "\n" for rows in (greedy, sampled, *sweep.values()) for row in rows)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)

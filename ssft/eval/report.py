@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ssft import atomic
+from ssft.eval.evaluate import METRICS_FILE
 
 # What SSFT claims (method.md): better majority votes and more distinct correct modes from the tags, at no
 # cost in single-sample accuracy. Marked in the table, compared in the first line.
@@ -25,7 +26,7 @@ SWEEP_ROWS = ("pass@1", "cons@N", "coverage")
 def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
     out = {}
     for m in methods:
-        f = Path(results_dir) / m / "metrics.json"
+        f = Path(results_dir) / m / METRICS_FILE
         if not f.exists():
             raise FileNotFoundError(f"{f}: missing; run `ssft evaluate --method {m}` first")
         out[m] = json.loads(f.read_text())

@@ -20,33 +20,31 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
 from ssft import env
 from ssft.config import Config, ConfigError
+from ssft.data.dataset import STATS_FILE as TRACE_STATS_FILE
 from ssft.env import git_commit
+from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
+from ssft.tracking import registry
 from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table, to_image
+from ssft.tracking.names import dvc_data_hash, experiment_name, metric_name, mlflow_safe
 
 log = logging.getLogger(__name__)
 SYSTEM_METRICS_INTERVAL_S = 5.0
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "tokenizers==0.23.3"]
 
 
 def now_ms() -> int:
     """A metric's timestamp: when it was logged (0 would show every point at 1970 in the UI)."""
     return int(time.time() * 1000)
-
-
-def metric_name(key: str) -> str:
-    return key.replace("@", "_at_")
 
 
 def tracking_uri(cfg: Config, root: Path) -> str:
@@ -97,37 +95,12 @@ def run_label(pipeline: str) -> str:
     return pipeline[:8] if pipeline != "manual" else time.strftime("%m%d-%H%M%S")
 
 
-def experiment_name(cfg: Config) -> str:
-    return cfg.tracking.experiment or f"ssft-{_mlflow_safe(cfg.dataset_name)}"
-
-
-def registered_name(cfg: Config) -> str:
-    return cfg.tracking.model_name or f"ssft-{_mlflow_safe(cfg.dataset_name)}"
-
-
-def _mlflow_safe(name: str) -> str:
-    """Letters, digits and - _ . / only (what MLflow accepts in metric names; tidy in experiment names too)."""
-    return re.sub(r"[^A-Za-z0-9_./-]+", "-", name).strip("-") or "data"
-
-
 def model_sha(model_dir: Path) -> str:
     """Identity of a trained model: hash of its weight files."""
     h = hashlib.sha256()
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
-
-
-def dvc_data_hash(root: Path, path: str = "data/traces") -> str:
-    """The md5 DVC recorded for the trace dataset in dvc.lock ('none' outside a DVC pipeline)."""
-    lock = root / "dvc.lock"
-    if not lock.exists():
-        return "none"
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-        for out in stage.get("outs", []):
-            if out.get("path") == path:
-                return str(out.get("md5", "none"))
-    return "none"
 
 
 def flat_params(cfg: Config) -> dict[str, str]:
@@ -229,7 +202,7 @@ class Tracker:
         self.client.log_param(rid, "method", method)
         self.client.log_param(rid, "world_size", world_size)
         self._log_dataset(rid, train_file, tags["dvc_data_md5"])
-        self._log_trace_stats(rid, Path(train_file).parent / "stats.json")
+        self._log_trace_stats(rid, Path(train_file).parent / TRACE_STATS_FILE)
         # The run is active while training, so MLflow samples CPU, memory (and GPU) beside the curves; leaving
         # the block ends it (FAILED on an exception).
         if not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
@@ -263,7 +236,7 @@ class Tracker:
         stats = json.loads(path.read_text())
         self.client.log_dict(rid, stats, "data/stats.json")
         per = stats.get("train", {}).get("per_source", {})
-        metrics = [mlflow.entities.Metric(f"data/{what}/{_mlflow_safe(source)}", float(n), now_ms(), 0)
+        metrics = [mlflow.entities.Metric(f"data/{what}/{mlflow_safe(source)}", float(n), now_ms(), 0)
                    for source, counts in per.items() for what, n in counts.items()]
         metrics += [mlflow.entities.Metric(f"data/{k}", float(stats["train"][k]), now_ms(), 0)
                     for k in ("questions", "traces", "dropped_questions") if k in stats.get("train", {})]
@@ -296,8 +269,8 @@ class Tracker:
         the metrics and figures also onto the model's run itself (without reopening it), so the runs view and
         Compare put the methods side by side."""
         rid = self.attach(method, model_dir)
-        metrics = json.loads((Path(results_dir) / "metrics.json").read_text())
-        details = [json.loads(line) for line in (Path(results_dir) / "details.jsonl").read_text().splitlines()]
+        metrics = json.loads((Path(results_dir) / METRICS_FILE).read_text())
+        details = [json.loads(line) for line in (Path(results_dir) / DETAILS_FILE).read_text().splitlines()]
         batch = [mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0) for k, v in metrics.items()]
         figures = eval_figures(metrics, details, self.cfg.ssft.num_tags)
         with self.child_run(rid, "evaluate") as child:
@@ -307,7 +280,7 @@ class Tracker:
                     self.client.log_figure(run_id, fig, f"eval/{name}.png")
             self.client.log_dict(child, metrics, "eval/metrics.json")
             self.client.log_table(child, tag_mode_table(details), "eval/tag_mode_counts.json")
-            self.client.log_artifact(child, str(Path(results_dir) / "details.jsonl"), "eval")
+            self.client.log_artifact(child, str(Path(results_dir) / DETAILS_FILE), "eval")
 
     def log_comparison(self, methods: list[str], models_dir: Path, plots: list[Path]) -> None:
         """The report's cross-method figures into every method's run (``comparison/``): Compare shows them
@@ -328,7 +301,7 @@ class Tracker:
     def close_run(self, run_id: str, metrics: dict[str, float] | None = None, files: Sequence[Path] = (),
                   failed: bool = False) -> None:
         """Metrics (names made MLflow-safe) and files onto a grouping run, then end it."""
-        batch = [mlflow.entities.Metric(_mlflow_safe(metric_name(k)), float(v), now_ms(), 0)
+        batch = [mlflow.entities.Metric(mlflow_safe(metric_name(k)), float(v), now_ms(), 0)
                  for k, v in (metrics or {}).items()]
         for i in range(0, len(batch), 900):
             self.client.log_batch(run_id, metrics=batch[i:i + 900])
@@ -344,9 +317,14 @@ class Tracker:
                 if "method" in r.data.tags and "mlflow.parentRunId" not in r.data.tags}
 
     def register(self, model_dir: Path, metrics: dict[str, float], question: str) -> dict[str, Any]:
-        from ssft.tracking.registry import register
-
-        return register(self, model_dir, metrics, question)
+        """Log the SSFT model under its training run and register it as a new version (``registry``)."""
+        if not self.cfg.tracking.register:
+            return {"registered": False}
+        rid = self.attach("ssft", model_dir)
+        with self.child_run(rid, "register"):  # the training run keeps its duration
+            info = registry.register(self.client, self.cfg, self.root, model_dir, question)
+        return registry.promote(self.client, info["name"], info["version"], float(metrics["cons@N"]),
+                                {**info, "run_id": rid})
 
 
 class TrainingRun:
@@ -360,58 +338,47 @@ class TrainingRun:
 
     def finish(self, model_dir: Path, stats: dict) -> None:
         """Tag the run with the model it produced (later stages find it by that) and keep the stats."""
+        from ssft.train.models import TAGS_FILE  # torch: only in the training stage, which has it loaded
+
         self.client.set_tag(self.run_id, "model_sha", model_sha(model_dir))
         self.client.log_dict(self.run_id, {k: v for k, v in stats.items() if k != "log_history"},
                              "train/train_stats.json")
-        self.client.log_artifact(self.run_id, str(Path(model_dir) / "tags.json"), "train")
+        self.client.log_artifact(self.run_id, str(Path(model_dir) / TAGS_FILE), "train")
         over = stats.get("context", {}).get("over_context", {})  # traces too long for the model, per source
         if over:
             self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(
-                f"data/over_context/{_mlflow_safe(source)}", float(n), now_ms(), 0) for source, n in over.items()])
+                f"data/over_context/{mlflow_safe(source)}", float(n), now_ms(), 0) for source, n in over.items()])
 
 
 class MlflowTrainingCallback(TrainerCallback):
-    """Loss, learning rate, tokens/s per logging step; assignment statistics at every epoch end."""
+    """Everything the trainer logs: loss, learning rate, tokens/s per logging step; each closed epoch's
+    assignment statistics (``match/*`` records, at the training step the epoch ended) as metrics, a table and
+    one image series of tag x source heatmaps."""
+
+    STEP_KEYS = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost", "host_ms")
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client, self.run_id = client, run_id
-        self.stats: Callable[[], Any] | None = None
-        self.logged_epochs = 0
-
-    def use_stats(self, getter: Callable[[], Any]) -> None:
-        """Given by the trainer: returns the live MatchStats (whose history holds closed epochs)."""
-        self.stats = getter
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
         if not state.is_world_process_zero or not logs:
             return
-        keys = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost", "host_ms")
+        if "match/epoch" in logs:
+            self.log_epoch(logs)
+            return
         metrics = [mlflow.entities.Metric(f"train/{k}", float(logs[k]), now_ms(), state.global_step)
-                   for k in keys if isinstance(logs.get(k), (int, float))]
+                   for k in self.STEP_KEYS if isinstance(logs.get(k), (int, float))]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics)
 
-    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
-        if state.is_world_process_zero and self.stats is not None:
-            self.log_epochs(self.stats().history)
-
-    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
-        if state.is_world_process_zero and self.stats is not None:
-            self.log_epochs(self.stats().history)
-
-    def log_epochs(self, history: list[dict]) -> None:
-        for summary in history[self.logged_epochs:]:
-            e = summary["epoch"]
-            values = {"match/churn": summary["churn"], "match/assignment_entropy": summary["assignment_entropy"],
-                      "match/mean_matched_cost": summary["mean_matched_cost"],
-                      **{f"match/rate_tag{t}": r for t, r in summary["tag_match_rate"].items()}}
-            self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), e)
-                                                        for k, v in values.items() if v is not None])
-            counts = summary["tag_source_counts"]
-            self.client.log_table(self.run_id, counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
-            # One image series with a step slider in the run's Artifacts/Images, not a file per epoch.
-            self.client.log_image(self.run_id, to_image(heatmap(counts, f"tag x source matches, epoch {e}", "source")),
-                                  key="match/tag_source", step=e)
-        self.logged_epochs = len(history)
-
-
+    def log_epoch(self, logs: dict) -> None:
+        e, step = int(logs["match/epoch"]), int(logs["match/step"])
+        scalars = {k: v for k, v in logs.items() if k.startswith("match/") and k not in ("match/epoch", "match/step")
+                   and isinstance(v, (int, float))}
+        self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), step)
+                                                    for k, v in scalars.items()])
+        counts = logs["match/tag_source_counts"]
+        self.client.log_table(self.run_id, counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
+        # One image series with a step slider in the run's Artifacts/Images, not a file per epoch.
+        self.client.log_image(self.run_id, to_image(heatmap(counts, f"tag x source matches, epoch {e}", "source")),
+                              key="match/tag_source", step=e)

@@ -28,11 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssft.errors import UserError
-
 log = logging.getLogger(__name__)
 LOGITS_PER_CHUNK = 2**25  # float32 logits held at once (128 MB): rows per chunk = this // vocab
-KERNELS = ("auto", "torch", "liger")
 
 
 @dataclass(frozen=True)
@@ -134,24 +131,6 @@ def _liger_sum(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, tokens:
 
     # Accumulate the weight gradient in float32 across chunks (liger's default is the weight's dtype, bf16 here).
     return LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)(w, h, tokens, b)
-
-
-def resolve_kernel(kernel: str, device: torch.device) -> str:
-    """``auto`` -> ``liger`` when liger-kernel is installed and the model is on CUDA, else ``torch``."""
-    if kernel not in KERNELS:
-        raise UserError(f"train.loss_kernel={kernel!r}: use one of {KERNELS}")
-    try:
-        import liger_kernel  # noqa: F401
-
-        have_liger = True
-    except ImportError:
-        have_liger = False
-    if kernel == "liger" and not (have_liger and device.type == "cuda"):
-        raise UserError("train.loss_kernel=liger needs CUDA and liger-kernel (pip install '.[gpu]'); "
-                         "use auto or torch")
-    if kernel == "auto":
-        return "liger" if have_liger and device.type == "cuda" else "torch"
-    return kernel
 
 
 def _compute_dtype(h: torch.Tensor) -> torch.dtype:

@@ -211,9 +211,15 @@ class MatchStats:
     last: dict[str, tuple] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     trajectories: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    seen: set[str] = field(default_factory=set)  # questions recorded in the open epoch
 
-    def record(self, qid: str, sources: Sequence[str], tags: Sequence[int | None], costs: Sequence[float] = ()) -> None:
-        """One question-step: trace k of ``sources`` was trained under tag ``tags[k]`` (1-based; None = shared)."""
+    def record(self, qid: str, sources: Sequence[str], tags: Sequence[int | None], costs: Sequence[float] = ()) -> bool:
+        """One question-step: trace k of ``sources`` was trained under tag ``tags[k]`` (1-based; None = shared).
+        A question already recorded in this epoch is not counted again (False): under DDP, accelerate's
+        ``even_batches`` repeats questions at an epoch's end so every rank gets a full batch."""
+        if qid in self.seen:
+            return False
+        self.seen.add(qid)
         config = tuple(sorted(zip(sources, [t or 0 for t in tags])))
         for k, (s, t) in enumerate(zip(sources, tags)):
             self.counts[t or 0][s] += 1
@@ -227,6 +233,7 @@ class MatchStats:
         for c in costs:
             self.cost_sum += float(c)
             self.cost_n += 1
+        return True
 
     def summary(self) -> dict:
         total = sum(self.configs.values())
@@ -247,6 +254,7 @@ class MatchStats:
         self.history.append(summary)
         self.counts, self.configs = defaultdict(Counter), Counter()
         self.cost_sum, self.cost_n, self.questions, self.changed, self.revisited = 0.0, 0, 0, 0, 0
+        self.seen = set()
         return summary
 
     def totals(self) -> dict[int, dict[str, int]]:
@@ -271,7 +279,8 @@ class MatchStats:
                 "cost_sum": self.cost_sum, "cost_n": self.cost_n, "questions": self.questions,
                 "changed": self.changed, "revisited": self.revisited,
                 "last": {q: list(map(list, c)) for q, c in self.last.items()},
-                "trajectories": {str(t): sorted(s) for t, s in self.trajectories.items()}}
+                "trajectories": {str(t): sorted(s) for t, s in self.trajectories.items()},
+                "seen": sorted(self.seen)}
 
     @classmethod
     def from_state(cls, state: dict) -> MatchStats:
@@ -284,4 +293,5 @@ class MatchStats:
         st.last = {q: tuple(map(tuple, c)) for q, c in state["last"].items()}
         for t, pairs in state.get("trajectories", {}).items():  # absent in checkpoints of older versions
             st.trajectories[int(t)] = set(pairs)
+        st.seen = set(state.get("seen", []))
         return st

@@ -27,18 +27,19 @@ from transformers import (
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import ModelConfig
 from ssft.errors import UserError
+from ssft.train import precision
 from ssft.train.forking import PromptLayout, add_tags, build_char_tokenizer, tag_ids
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TAGS_FILE = "tags.json"
+# The files of a model directory besides the weights and tokenizer.
+TAGS_FILE = "tags.json"          # the tags, prompt layout and training facts (method, dtype, sources)
+STATS_FILE = "train_stats.json"  # the training statistics (assignment history, loss, context drops)
 
 
 def master_dtype(cfg: ModelConfig) -> torch.dtype:
-    """The dtype weights and optimizer state live in: float32, the master copy that mixed precision
-    (model.dtype = compute dtype, autocast) updates; model.dtype itself only with the pure_dtype opt-in."""
-    return DTYPES[cfg.dtype] if cfg.pure_dtype else torch.float32
+    """The dtype weights and optimizer state live in (``ssft.train.precision``)."""
+    return precision.torch_dtype(precision.decide(cfg, torch.cuda.is_available()).master)
 
 
 def tiny_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
@@ -142,9 +143,9 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, 
     shutil.rmtree(tmp, ignore_errors=True)
     if state_dict is None:  # the model is converted in place
         # Transformers' @wraps(Module.to) hides self from mypy
-        model.to(DTYPES[dtype]).save_pretrained(tmp)  # type: ignore[arg-type]
+        model.to(precision.torch_dtype(dtype)).save_pretrained(tmp)  # type: ignore[arg-type]
     else:  # gathered from FSDP shards: the model's own tensors are shards, so save these instead
-        model.save_pretrained(tmp, state_dict={k: v.to(DTYPES[dtype]) for k, v in state_dict.items()})
+        model.save_pretrained(tmp, state_dict={k: v.to(precision.torch_dtype(dtype)) for k, v in state_dict.items()})
     tokenizer.save_pretrained(tmp)
     if layout is None:
         layout = PromptLayout.for_tokenizer(tokenizer, ModelConfig().tag_format, meta["num_tags"])
@@ -156,8 +157,9 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, 
     replace_dir(tmp, out)
 
 
-def load(path: Path, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """Reload a trained model directory. The tokenizer comes back through PreTrainedTokenizerFast, never
+def load(path: Path, dtype: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
+    """Reload a trained model directory, in ``dtype`` (None: the dtype it was trained in on a GPU, float32 on
+    the CPU: ``precision.for_inference``). The tokenizer comes back through PreTrainedTokenizerFast, never
     AutoTokenizer, which with a Qwen2 config silently swaps the saved pre-tokenizer."""
     path = Path(path)
     meta_file = path / TAGS_FILE
@@ -168,5 +170,6 @@ def load(path: Path, dtype: str = "float32") -> tuple[PreTrainedModel, PreTraine
                                 "run `ssft train` (or `dvc repro train`) again")
     meta = json.loads(meta_file.read_text())
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
+    dtype = dtype or precision.for_inference(meta.get("dtype"), torch.cuda.is_available())
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=precision.torch_dtype(dtype))
     return model, tokenizer, meta

@@ -1,16 +1,24 @@
-"""SSFT, SFT, random-tag and fixed-tag training on transformers' Trainer.
+"""SSFT, SFT, random-tag and fixed-tag training on transformers' Trainer. Run: ``ssft train --method ssft``.
 
 Every method trains the very same sequences per step: all M traces of each question in the batch, each
-under one tag. They differ only in which tag a trace gets:
+under one tag; the method objects (``ssft.train.methods``) differ only in which tag a trace gets. The
+Trainer supplies checkpoints, exact resume, accumulation, schedules and multi-device; this module adds a
+question-level dataset, a ``compute_loss`` override and a callback that keeps the assignment statistics
+inside checkpoints.
 
-    ssft    Hungarian matching on the no-grad cost (paper Eq. 2-3), recomputed every step
-    sft     one shared ``<think>`` for every trace ("SFT-mixed")
-    random  a fresh random injective assignment every step
-    fixed   tag i always gets strategy i (an oracle, synthetic tasks only)
+One SSFT step, in the order it runs (micro-batch of B questions, each with M traces, N tags):
 
-The Trainer supplies checkpoints, exact resume, accumulation, schedules and multi-device; this module
-adds a question-level dataset, a ``compute_loss`` override and a callback that keeps the assignment
-statistics inside checkpoints. Run: ``ssft train --method ssft``.
+    score    ``SSFTTrainer.compute_loss`` -> ``matching.score_batch`` builds the (question, tag i, first L
+             tokens of trace j) rows, ``matching.score`` runs them without gradient: an (M, N) cost each
+    assign   ``methods.SSFT.tags`` -> ``matching.assign``: Hungarian matching, ties broken by the step's
+             seeded generator (paper Eq. 2-3)
+    record   ``SSFTTrainer._record`` -> ``MatchStats.record`` (gathered over ranks); the epoch's summary is
+             closed by ``StatsCallback.on_epoch_end`` and reaches the trackers through ``SSFTTrainer.log``
+    batch    ``build_batch``: the M matched sequences ``question <think sigma(j)> trace_j`` with labels on
+             the trace (and the tag)
+    loss     ``sequence_loss`` -> ``loss.nll_sum``: summed next-token NLL of the labelled tokens only,
+             divided once by the step's labelled-token count
+    step     the Trainer: backward, gradient clipping, AdamW, schedule, logging, checkpoints
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import zlib
@@ -26,7 +35,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,22 +43,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.trainer_callback import ExportableState, PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
+from ssft import stages
 from ssft.config import Config, ModelConfig
 from ssft.data import traces
 from ssft.data.tasks import get_task
 from ssft.data.traces import QuestionTraces
 from ssft.errors import UserError
-from ssft.train import adapters, models
+from ssft.train import adapters, methods, models, precision
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
-from ssft.train.loss import Targets, nll_sum, resolve_kernel
-from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, assign, score, score_batch
+from ssft.train.loss import Targets, nll_sum
+from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, score, score_batch
+from ssft.train.methods import Method
 
 log = logging.getLogger(__name__)
-STATS_FILE = "train_stats.json"
-# What a trained model depends on in code (dvc.yaml's train deps list the same; a test checks they agree).
-TRAINING_CODE = ("ssft/train", "ssft/config.py")
-# train.* keys that do not change the trained model (dvc.yaml leaves them out of the train params; a test checks).
-BOOKKEEPING = ("methods", "save_steps", "logging_steps", "threads")
 
 
 @dataclass(frozen=True)
@@ -151,22 +157,12 @@ def collate(batch: list[dict]) -> dict:
     return {"examples": [b["example"] for b in batch]}
 
 
-def choose_tags(method: str, ex: Example, num_tags: int, cost: np.ndarray | None,
-                rng: np.random.Generator) -> list[int | None]:
-    """The tag (1-based; None = shared) each of the example's traces is trained under."""
-    m = len(ex.completions)
-    if method == "ssft":
-        assert cost is not None, "ssft assigns tags by the cost matrix"
-        return [int(t) + 1 for t in assign(cost, rng)]
-    if method == "sft":
-        return [None] * m
-    if method == "random":
-        return [int(t) + 1 for t in rng.permutation(num_tags)[:m]]
-    if method == "fixed":
-        if max(ex.strategy) >= num_tags:
-            raise UserError(f"method 'fixed' needs ssft.num_tags >= {max(ex.strategy) + 1} (one tag per source)")
-        return [s + 1 for s in ex.strategy]
-    raise ValueError(f"unknown method {method!r}")
+def labelled_tokens(ex: Example, tag_in_loss: bool) -> int:
+    """The tokens of ``ex`` that the loss scores, whatever tags its traces get: each trace's tokens (and its tag
+    and what follows it in the prompt, when the tag is trained). Exactly the labels :func:`build_batch` sets."""
+    prompt = len(ex.prompts[0])
+    keep = ex.tag_pos if tag_in_loss else prompt
+    return sum(prompt - keep + len(c) for c in ex.completions)
 
 
 def build_batch(examples: Sequence[Example], tags: Sequence[Sequence[int | None]], pad_id: int,
@@ -204,16 +200,43 @@ def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], core: 
     return nll_sum(model, ids, mask, targets.to(dev), core=core, kernel=kernel), len(targets)
 
 
+Row = tuple[str, tuple[str, ...], list, list[float]]  # (question id, sources, tags, matched costs)
+
+
 class StatsCallback(TrainerCallback, ExportableState):
-    """Holds the MatchStats; being an ExportableState, it is saved in (and restored from) checkpoints."""
+    """Holds the MatchStats; being an ExportableState, it is saved in (and restored from) checkpoints.
+
+    Each rank queues its micro-batches' assignments; they are gathered over the ranks once per logging or
+    saving step and at an epoch's end (one collective then, not one per micro-batch), so every rank holds the
+    same statistics and a checkpoint never misses a step it covers."""
 
     def __init__(self, num_tags: int, stats: dict | None = None) -> None:
         self.stats = MatchStats.from_state(stats) if stats else MatchStats(num_tags)
+        self.pending: list[Row] = []
+        self.window = [0.0, 0]  # matched cost sum and count since the last log
 
     def state(self) -> dict:
         return {"args": {"num_tags": self.stats.num_tags, "stats": self.stats.state()}, "attributes": {}}
 
+    def flush(self) -> None:
+        rows = self.pending
+        if distributed():
+            gathered: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [r for part in gathered for r in part]
+        for qid, sources, tags, costs in rows:
+            if self.stats.record(qid, sources, tags, costs):
+                self.window[0] += sum(costs)
+                self.window[1] += len(costs)
+        self.pending = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Runs on every rank after DefaultFlowCallback has decided this step's log/save, before they happen.
+        if control.should_log or control.should_save or control.should_training_stop:
+            self.flush()
+
     def on_epoch_end(self, args, state, control, **kwargs):
+        self.flush()
         if self.stats.questions:
             s = self.stats.close_epoch(len(self.stats.history), state.global_step)
             if state.is_world_process_zero:
@@ -253,19 +276,21 @@ class ProgressLineCallback(TrainerCallback):
 class SSFTTrainer(Trainer):
     """The Trainer with a set loss: pick each trace's tag, then ordinary next-token loss."""
 
-    # Our loss is a per-micro-batch token mean, so the Trainer must still divide by the accumulation steps.
-    loss_is_scaled_for_ga = False
+    # compute_loss divides the summed NLL once, by the whole step's labelled tokens over every micro-batch
+    # and rank (``num_items_in_batch``): already scaled for accumulation, so the Trainer must not divide again.
+    loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, method: str, cfg: Config, pad_id: int, **kwargs) -> None:
+    def __init__(self, *args, method: Method, cfg: Config, pad_id: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.method, self.cfg, self.pad_id = method, cfg, pad_id
-        self.kernel = resolve_kernel(cfg.train.loss_kernel, self.args.device)
+        self.kernel = precision.resolve_kernel(cfg.train.loss_kernel, self.args.device.type)
         self._buf = self._empty_buf()
         self._t_log = time.monotonic()
+        self._epochs_logged = 0
 
     @staticmethod
     def _empty_buf() -> dict[str, float]:
-        return {"tokens": 0.0, "cost": 0.0, "cost_n": 0.0, "host_s": 0.0, "micro": 0.0}
+        return {"tokens": 0.0, "host_s": 0.0, "micro": 0.0}
 
     def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202
         """With ``train.group_by_length``, a length-grouped order that resumes exactly (see the sampler)."""
@@ -275,9 +300,23 @@ class SSFTTrainer(Trainer):
         return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                           ds.lengths(), self.cfg.seed)
 
-    def _stats(self) -> MatchStats:
+    def _stats_cb(self) -> StatsCallback:
         # Looked up every time: on resume the Trainer replaces the callback object with a restored one.
-        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, StatsCallback)).stats
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, StatsCallback))
+
+    def _stats(self) -> MatchStats:
+        return self._stats_cb().stats
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):  # noqa: ANN001, ANN201
+        """The step's micro-batches and their labelled-token count summed over micro-batches and ranks: the one
+        divisor of the step's loss (sum first, divide once), as TRL's ``num_items_in_batch``."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        tag_in_loss = self.cfg.ssft.tag_in_loss
+        count = torch.tensor(sum(labelled_tokens(ex, tag_in_loss) for b in batches for ex in b["examples"]),
+                             device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return batches, int(count)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         examples: list[Example] = inputs["examples"]
@@ -285,7 +324,7 @@ class SSFTTrainer(Trainer):
         costs: list[np.ndarray | None] = [None] * len(examples)
         core = self.accelerator.unwrap_model(model)
         t0 = time.perf_counter()                                   # host work is timed, device work is not
-        if self.method == "ssft":
+        if self.method.scores:
             items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in examples]
             rows = score_batch(items, self.cfg.ssft.cost_tokens, self.pad_id, self.cfg.ssft.prefix_cache)
             host = time.perf_counter() - t0
@@ -296,41 +335,55 @@ class SSFTTrainer(Trainer):
             host = 0.0
         key = zlib.crc32("|".join(ex.question_id for ex in examples).encode())
         rng = np.random.default_rng([self.cfg.seed, self.state.global_step, key, self.args.process_index])
-        tags = [choose_tags(self.method, ex, n, c, rng) for ex, c in zip(examples, costs)]
+        tags = [self.method.tags(ex.strategy, n, c, rng) for ex, c in zip(examples, costs)]
         self._record(examples, tags, costs)
         batch = build_batch(examples, tags, self.pad_id, self.cfg.ssft.tag_in_loss)
         self._buf["host_s"] += host + time.perf_counter() - t0
         self._buf["micro"] += 1
         loss_sum, count = sequence_loss(model, batch, core, self.kernel)
         self._buf["tokens"] += float(batch["attention_mask"].sum())
-        return loss_sum / max(count, 1)
+        # DDP averages gradients over ranks: x world_size makes the step's gradient that of sum / all tokens.
+        total = num_items_in_batch if num_items_in_batch else count
+        return loss_sum * self.args.world_size / max(total, 1)
 
     def _record(self, examples: list[Example], tags: list[list[int | None]], costs: list) -> None:
-        """Add this micro-batch's assignments to the statistics, gathered over all ranks."""
-        rows = [(ex.question_id, ex.sources, t,
-                 [] if c is None else [float(c[j, (tj or 1) - 1]) for j, tj in enumerate(t)])
-                for ex, t, c in zip(examples, tags, costs)]
-        if self.args.world_size > 1:
-            gathered: list = [None] * self.args.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
-        stats = self._stats()
-        for qid, sources, t, c in rows:
-            stats.record(qid, sources, t, c)
-            self._buf["cost"] += sum(c)
-            self._buf["cost_n"] += len(c)
+        """Queue this micro-batch's assignments for the statistics (gathered over the ranks at the next flush)."""
+        self._stats_cb().pending += [(ex.question_id, ex.sources, t,
+                                      [] if c is None else [float(c[j, (tj or 1) - 1]) for j, tj in enumerate(t)])
+                                     for ex, t, c in zip(examples, tags, costs)]
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs:
             now = time.monotonic()
             logs["tokens_per_s"] = self._buf["tokens"] * self.args.world_size / max(now - self._t_log, 1e-9)
-            if self._buf["cost_n"]:
-                logs["matched_cost"] = self._buf["cost"] / self._buf["cost_n"]
+            window = self._stats_cb().window
+            if window[1]:
+                logs["matched_cost"] = window[0] / window[1]
+            window[:] = [0.0, 0]
             if self._buf["micro"]:  # host-side ms per micro-batch: tokenizing rows, matching, statistics
                 logs["host_ms"] = 1000 * self._buf["host_s"] / self._buf["micro"]
             self._buf = self._empty_buf()
             self._t_log = now
         super().log(logs, start_time)
+        self.log_epochs()
+
+    def log_epochs(self) -> None:
+        """Each epoch closed since the last log, as its own log record (what trackers read: no side channel
+        into the statistics). ``match/step`` is the training step the epoch ended at."""
+        history = self._stats().history
+        for summary in history[self._epochs_logged:]:
+            super().log(epoch_logs(summary))
+        self._epochs_logged = len(history)
+
+
+def epoch_logs(summary: dict) -> dict[str, Any]:
+    """One closed epoch's assignment statistics as log keys: scalars, and the tag x source counts."""
+    scalars = {"match/epoch": summary["epoch"], "match/step": summary["step"], "match/churn": summary["churn"],
+               "match/assignment_entropy": summary["assignment_entropy"],
+               "match/mean_matched_cost": summary["mean_matched_cost"],
+               **{f"match/rate_tag{t}": r for t, r in summary["tag_match_rate"].items()}}
+    return {**{k: v for k, v in scalars.items() if v is not None},
+            "match/tag_source_counts": summary["tag_source_counts"]}
 
 
 def dead_tags(history: list[dict]) -> list[int]:
@@ -351,24 +404,12 @@ def whole_run_loss(log_history: list[dict], fallback: float) -> float:
 
 
 def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
-    """What a checkpoint depends on (config, data, training code); with anything else changed, start over."""
-    relevant = {k: v for k, v in cfg.to_dict().items() if k not in ("eval", "tracking")}
-    relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in BOOKKEEPING}
-    h = hashlib.sha256(json.dumps([relevant, method], sort_keys=True, default=str).encode())
+    """What a checkpoint depends on: the train stage's params and code (``ssft.stages``, the list dvc.yaml's
+    train stage uses too) and the training data; with any of them changed, the checkpoints are another run's."""
+    h = hashlib.sha256(json.dumps([stages.params_of("train", cfg), method], sort_keys=True, default=str).encode())
     h.update(Path(traces_file).read_bytes())
-    for path in training_code_files():  # a code change means the old checkpoints are not this run's
-        h.update(path.read_bytes())
+    h.update(stages.code_digest(("train",)).encode())
     return h.hexdigest()[:16]
-
-
-def training_code_files() -> list[Path]:
-    """The source files of TRAINING_CODE, in a stable order."""
-    root = Path(__file__).resolve().parents[2]
-    files = []
-    for entry in TRAINING_CODE:
-        p = root / entry
-        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
-    return files
 
 
 def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -388,20 +429,6 @@ def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-class MixedPrecision(TypedDict):
-    bf16: bool
-    fp16: bool
-
-
-def mixed_precision(cfg: Config) -> MixedPrecision:
-    """Trainer flags for model.dtype: autocast over float32 master weights, unless pure_dtype opts out."""
-    m = cfg.model
-    if m.dtype == "float16" and not torch.cuda.is_available():
-        raise UserError("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
-    return MixedPrecision(bf16=m.dtype == "bfloat16" and not m.pure_dtype,
-                          fp16=m.dtype == "float16" and not m.pure_dtype)
-
-
 def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
     t = cfg.train
     # Passed only when on: the argument's name is changing (activation_checkpointing) across 5.x releases.
@@ -414,13 +441,13 @@ def training_args(cfg: Config, ckpt_dir: Path) -> TrainingArguments:
         warmup_steps=t.warmup_steps, lr_scheduler_type=t.scheduler, max_grad_norm=t.max_grad_norm,
         logging_steps=t.logging_steps, save_steps=t.save_steps, save_total_limit=2, report_to="none",
         remove_unused_columns=False, restore_callback_states_from_checkpoint=True, seed=cfg.seed,
-        data_seed=cfg.seed, disable_tqdm=True, **mixed_precision(cfg),
+        data_seed=cfg.seed, disable_tqdm=True, **precision.decide(cfg.model, torch.cuda.is_available()).trainer_flags(),
         use_cpu=not torch.cuda.is_available(), ddp_find_unused_parameters=False, dataloader_num_workers=0,
         **checkpointing,
     )
 
 
-def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+def train(cfg: Config, method: Method, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
           examples: list[Example], ckpt_dir: Path, callbacks: Sequence[TrainerCallback] = ()) -> tuple[
               PreTrainedModel, dict | None, dict]:
     """Train ``model`` in place with ``method``; resumes from ``ckpt_dir`` when a matching checkpoint exists.
@@ -432,22 +459,21 @@ def train(cfg: Config, method: str, model: PreTrainedModel, tokenizer: PreTraine
     trainer = SSFTTrainer(model=model, args=training_args(cfg, ckpt_dir), train_dataset=QuestionDataset(examples),
                           data_collator=collate, callbacks=[stats_cb, ProgressLineCallback(), *callbacks],
                           method=method, cfg=cfg, pad_id=tokenizer.pad_token_id)
-    for cb in callbacks:
-        if hasattr(cb, "use_stats"):  # e.g. tracking: reads the live statistics, which resume replaces
-            cb.use_stats(trainer._stats)
     trainer.remove_callback(PrinterCallback)  # ProgressLineCallback prints one line per log instead
     if trainer.is_fsdp_enabled and cfg.model.lora_rank:
         raise UserError("model.lora_rank > 0 with FSDP is not supported: the adapters would be saved unmerged; "
                          "use DDP (torchrun) for LoRA, or model.lora_rank: 0 with FSDP")
     resume = last_complete_checkpoint(ckpt_dir)
     if resume:
-        log.info("resuming %s from %s", method, resume)
+        log.info("resuming %s from %s", method.name, resume)
     t0 = time.monotonic()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer._stats_cb().flush()  # a step after the last log (none when training ends on a logging step)
     stats = trainer._stats()
     if stats.questions:
         stats.close_epoch(len(stats.history), trainer.state.global_step)
-    out = {"method": method, "steps": trainer.state.global_step, "train_seconds": time.monotonic() - t0,
+        trainer.log_epochs()
+    out = {"method": method.name, "steps": trainer.state.global_step, "train_seconds": time.monotonic() - t0,
            "train_loss": whole_run_loss(trainer.state.log_history, result.training_loss), "epochs": stats.history,
            "tag_source_totals": {str(k): v for k, v in sorted(stats.totals().items())},
            "tag_trajectories": {str(k): v for k, v in stats.trajectory_counts().items()},
@@ -504,9 +530,34 @@ def full_cost_agreement(cfg: Config, model: PreTrainedModel, examples: list[Exam
     return agree
 
 
-def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: Path,
+def preflight(cfg: Config, cuda: bool) -> None:
+    """Every setting this machine cannot run, all at once, before any model loads."""
+    import importlib.util
+
+    m, problems = cfg.model, []
+    if m.dtype == "float16" and not cuda:
+        problems.append("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
+    if m.dtype == "float16" and m.pure_dtype:
+        problems.append("model.pure_dtype with float16 trains without a loss scaler (gradients underflow); use "
+                        "model.pure_dtype: false (float32 masters, fp16 autocast with scaling) or bfloat16")
+    if m.lora_rank and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        problems.append("model.lora_rank > 0 with FSDP is not supported: the adapters would be saved unmerged; "
+                        "use DDP (torchrun) for LoRA, or model.lora_rank: 0 with FSDP")
+    if cfg.train.loss_kernel == "liger" and not (cuda and importlib.util.find_spec("liger_kernel")):
+        problems.append("train.loss_kernel=liger needs CUDA and liger-kernel (pip install '.[gpu]'); use auto or torch")
+    if m.attn_implementation == "flash_attention_2" and not (cuda and importlib.util.find_spec("flash_attn")):
+        problems.append("model.attn_implementation=flash_attention_2 needs CUDA and the flash-attn package; "
+                        "use sdpa")
+    if problems:
+        raise UserError(f"{len(problems)} setting(s) cannot run here:\n  - " + "\n  - ".join(problems))
+
+
+def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_dir: Path,
               callbacks: Sequence[TrainerCallback] = ()) -> dict:
     """The train stage: data -> model -> train (resuming if possible) -> ``out`` written atomically."""
+    method = methods.get(method_name)
+    preflight(cfg, torch.cuda.is_available())
+    numerics = precision.decide(cfg.model, torch.cuda.is_available())
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     questions, _ = traces.load(train_file, cfg.ssft.num_tags)
@@ -520,20 +571,21 @@ def run_stage(cfg: Config, method: str, train_file: Path, out: Path, ckpt_dir: P
     examples, context = within_context(examples, limit, "model.max_length" if cfg.model.max_length else
                                        "the checkpoint's max_position_embeddings")
     training_args(cfg, ckpt_dir)  # every training setting is checked before a checkpoint is touched
-    prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method, train_file))
-    log.info("train %s: %d questions, %d traces, %.2fM params", method, len(examples),
+    prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method.name, train_file))
+    log.info("train %s: %d questions, %d traces, %.2fM params", method.name, len(examples),
              sum(len(ex.completions) for ex in examples), sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.model.lora_rank:
         model = adapters.add_lora(model, cfg.model, tag_ids(tokenizer, layout.all_tags))
     model, state_dict, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
     stats["context"] = context
     if is_main_process():
-        if method == "ssft" and cfg.ssft.cost_tokens and state_dict is None:  # FSDP shards: not measured
+        if method.scores and cfg.ssft.cost_tokens and state_dict is None:  # FSDP shards: not measured
             stats["match_agreement_full"] = full_cost_agreement(cfg, model, examples, tokenizer.pad_token_id)
-        meta = {"method": method, "num_tags": cfg.ssft.num_tags, "task": cfg.dataset_name, "seed": cfg.seed,
-                "sources": sources, "base": cfg.model.checkpoint or "tiny"}
+        # dtype: what the model computed in, so evaluation reloads it so (ssft.train.precision)
+        meta = {"method": method.name, "num_tags": cfg.ssft.num_tags, "task": cfg.dataset_name, "seed": cfg.seed,
+                "sources": sources, "base": cfg.model.checkpoint or "tiny", "dtype": numerics.compute}
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
-                    extra={STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
+                    extra={models.STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
         shutil.rmtree(previous_dir(ckpt_dir), ignore_errors=True)  # this run is done: the old one can go
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)

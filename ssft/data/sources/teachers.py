@@ -32,15 +32,18 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ssft.config import BACKENDS, TeacherConfig
 from ssft.errors import UserError
+
+if TYPE_CHECKING:  # config reads BACKENDS from here, so this module must not import config when it runs
+    from ssft.config import TeacherConfig
 
 log = logging.getLogger(__name__)
 
 # The settings that change what a teacher writes: a change starts a new cache file. n, concurrency, timeouts,
 # retries and batch size only change how many traces are asked for or how fast they come.
+BACKENDS = ("hf", "openai")  # hf: a local checkpoint (transformers); openai: an OpenAI-compatible chat server
 OUTPUT_SETTINGS = ("backend", "model", "base_url", "temperature", "top_p", "max_tokens")
 Work = list[tuple[dict, list[int]]]                       # (question, sample indices still missing)
 Sink = Callable[[str, list[int], list[str], list[int]], None]  # (question_id, samples, traces, token counts)
@@ -59,17 +62,6 @@ def _check_questions(questions: Sequence[dict]) -> None:
             raise UserError(f"questions[{k}]: question_id {qid!r} appears twice; give every question its own id "
                              "(the cache is keyed by it)")
         seen.add(qid)
-
-
-def _check_teachers(teachers: Sequence[TeacherConfig]) -> None:
-    names: set[str] = set()
-    for k, t in enumerate(teachers):
-        if t.backend not in BACKENDS:
-            raise UserError(f"data.teachers[{k}].backend: {t.backend!r} is invalid; use one of {', '.join(BACKENDS)}")
-        if t.name in names:
-            raise UserError(f"data.teachers[{k}].name: {t.name!r} is used twice; give every teacher its own name "
-                             "(it is the traces' source)")
-        names.add(t.name)
 
 
 def api_key(teacher: TeacherConfig, where: str = "teacher") -> str:
@@ -338,7 +330,6 @@ def generate(questions: Sequence[dict], teachers: Sequence[TeacherConfig], cache
     Teachers run one after another; finished traces are read from and appended to ``cache_dir``, so calling
     it again after a kill generates only what is missing. Raises ValueError for bad input (before any work)."""
     _check_questions(questions)
-    _check_teachers(teachers)
     # Every key is looked up first, so a missing variable fails the run before any generation.
     keys = {t.name: api_key(t, f"data.teachers[{k}]") for k, t in enumerate(teachers) if t.backend == "openai"}
     done = {t.name: _run_teacher(t, keys.get(t.name), questions, Path(cache_dir), seed, progress_every_s)
