@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ENV := . scripts/env.sh &&
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run study up down dvc-run test test-all lint types check bench clean-venv
+.PHONY: run study up down worker dvc-run test test-all lint types check bench clean-venv
 
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +33,11 @@ up: $(VENV)/.installed
 
 down:
 	scripts/down.sh
+
+## worker: on a GPU host, a worker of the work pool POOL (gpu) that runs the stages of pipeline.pool_stages;
+## needs PREFECT_API_URL, PREFECT_API_AUTH_STRING and MLFLOW_TRACKING_URI of the orchestrator (README: Scale out)
+worker: $(VENV)/.installed
+	scripts/worker.sh
 
 ## dvc-run: the same pipeline without Prefect
 dvc-run: $(VENV)/.installed

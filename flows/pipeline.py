@@ -17,6 +17,8 @@ checks never touch the real outputs; its MLflow runs still land in the project's
 
 from __future__ import annotations
 
+import asyncio
+import fnmatch
 import json
 import logging
 import os
@@ -26,7 +28,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -34,11 +39,22 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    WorkerFilter,
+    WorkerFilterStatus,
+)
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
 from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 from ruamel.yaml import YAML
 
+from flows import watch
 from ssft import atomic
 from ssft import config as ssft_config
 from ssft import env as ssft_env
@@ -91,17 +107,12 @@ def reason(lines: list[str]) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-@task(retries=1, retry_delay_seconds=2, task_run_name="{stage.name}")
-def run_stage(stage: Stage, workspace: str) -> str:
-    """``dvc repro --single-item <stage>`` in pieces that can run beside other stages; the command's output goes
-    to this task's log (progress lines included), its failure fails the task with its one-line reason."""
+def run_logged(cmd: str | list[str], what: str, cwd: str, env: dict[str, str]) -> None:
+    """Run a stage's command with its output in this task's log (progress lines included); its failure raises
+    with its one-line reason."""
     logger = get_run_logger()
-    if not json.loads(dvc(["status", "--json", stage.name], workspace) or "{}"):
-        logger.info("%s: up to date", stage.name)
-        return "up to date"
-    t0 = time.monotonic()
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(stage.cmd, shell=True, cwd=workspace, env=stage_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -110,11 +121,203 @@ def run_stage(stage: Stage, workspace: str) -> str:
             tail.append(line)
             logger.info(line)
     if proc.wait() != 0:
-        logger.error("last lines of %s:\n%s", stage.name, "\n".join(tail))
-        raise RuntimeError(f"stage {stage.name} failed (exit {proc.returncode}): {reason(list(tail))}")
-    dvc(["commit", "--force", "--quiet", stage.name], workspace)
+        logger.error("last lines of %s:\n%s", what, "\n".join(tail))
+        raise RuntimeError(f"stage {what} failed (exit {proc.returncode}): {reason(list(tail))}")
+
+
+class NotRetried(RuntimeError):
+    """A stage failure that a retry of the whole stage would only fix by running its command again: a stage sent
+    to a work pool, or a push after the command ran. Training is never repeated on a hiccup; the network steps
+    (``transfer``) retry on their own."""
+
+
+@contextmanager
+def not_retried() -> Iterator[None]:
+    """Whatever fails inside fails ``run_stage`` for good (``NotRetried``), with its message."""
+    try:
+        yield
+    except Exception as e:
+        raise NotRetried(str(e)) from e
+
+
+def retry_unless_ran(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition of ``run_stage``: its retry is for failures before or in a local command."""
+    try:
+        state.result()
+    except NotRetried:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure keeps the task's retry policy
+        return True
+    return True
+
+
+@task(retries=1, retry_delay_seconds=2, retry_condition_fn=retry_unless_ran, task_run_name="{stage.name}")
+def run_stage(stage: Stage, workspace: str) -> str:
+    """``dvc repro --single-item <stage>`` in pieces that can run beside other stages; the command's output goes
+    to this task's log (progress lines included), its failure fails the task with its one-line reason. With
+    ``pipeline.pool`` set, the pool's stages run on its workers instead (``run_on_pool``)."""
+    logger = get_run_logger()
+    if not json.loads(dvc(["status", "--json", stage.name], workspace) or "{}"):
+        logger.info("%s: up to date", stage.name)
+        return "up to date"
+    t0 = time.monotonic()
+    pipeline = ssft_config.load(Path(workspace) / "params.yaml").pipeline
+    pool = pool_of(pipeline, stage.name)
+    if pool is not None:
+        with not_retried():
+            run_on_pool(stage, workspace, pool)
+    else:
+        run_logged(stage.cmd, stage.name, workspace, stage_env())
+        dvc(["commit", "--force", "--quiet", stage.name], workspace)
+        if pipeline.pool:  # the remote holds every output: any host, and `dvc status -c`, agree with this one
+            with not_retried():
+                transfer("push", [stage.name], workspace)
     logger.info("%s: done in %.0f s", stage.name, time.monotonic() - t0)
     return "ran"
+
+
+# -- stages on a work pool: the orchestrator's half (the worker's half is flows/stage.py) ----------------------
+STAGE_FLOW = "ssft-stage"      # flows/stage.py's flow; its deployment on work pool P is ssft-stage/P
+LOCK_ARTIFACT = "ssft-stage-lock"  # the artifact a worker's stage run hands its dvc.lock entry back in
+SENT_AS_TEXT = ("params.yaml", "dvc.lock")  # the flow writes them; a worker gets their text with the stage
+
+
+def pool_of(cfg: ssft_config.PipelineConfig, name: str) -> str | None:
+    """The work pool that runs stage ``name`` (``pipeline.pool`` when ``pipeline.pool_stages`` matches it),
+    None when it runs in this process."""
+    if cfg.pool and any(fnmatch.fnmatchcase(name, pattern) for pattern in cfg.pool_stages):
+        return cfg.pool
+    return None
+
+
+def tracked_inputs(workspace: Path, name: str) -> list[str]:
+    """The DVC-tracked outputs (of other stages or .dvc files) that stage ``name`` reads, in dvc.yaml order:
+    what the DVC remote carries to a worker. Whole outputs, so their directory manifests travel too."""
+    from dvc.repo import Repo
+
+    target = workspace / (name if ":" in name else f"dvc.yaml:{name}")  # DVC reads a bare name from the cwd
+    with Repo(str(workspace)) as repo:
+        (stage,) = repo.stage.collect(str(target))
+        outs = [o.def_path for s in repo.index.stages if s.addressing != stage.addressing for o in s.outs]
+        deps = [d.def_path for d in stage.deps]
+    return [o for o in outs if any(d == o or d.startswith(o.rstrip("/") + "/") for d in deps)]
+
+
+@task(retries=3, retry_delay_seconds=[5, 30, 120], task_run_name="dvc {verb} {targets}")
+def transfer(verb: str, targets: list[str], workspace: str) -> None:
+    """``dvc push`` / ``dvc pull`` of these targets: the network steps, the only ones that retry."""
+    dvc([verb, "--quiet", *targets], workspace)
+
+
+@contextmanager
+def dvc_locked(workspace: Path) -> Iterator[None]:
+    """Hold DVC's repository lock (waiting for it, as ``dvc --wait-for-lock`` does) while reading or writing
+    dvc.lock beside the stages' own DVC calls."""
+    from dvc.repo import Repo
+
+    with Repo(str(workspace), _wait_for_lock=True) as repo, repo.lock:  # the CLI's --wait-for-lock flag
+        yield
+
+
+def committed_code(workspace: Path) -> str:
+    """The workspace's git commit, which a worker checks out; refuses code a worker could not check out."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True)
+    if head.returncode != 0:
+        raise ValueError(f"pipeline.pool: {workspace} has no git commit for a worker to check out; commit the "
+                         "project (and push it where the workers clone from, $SSFT_REPO)")
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              *(f":!{f}" for f in SENT_AS_TEXT)], cwd=workspace, capture_output=True, text=True,
+                             check=True).stdout.split("\n")
+    changed = [line[3:] for line in changed if line.strip()]
+    if changed:
+        raise ValueError(f"pipeline.pool: {', '.join(changed)} differ from commit {head.stdout.strip()[:12]}, "
+                         "and a worker runs committed code only; commit them and push the commit to $SSFT_REPO")
+    return head.stdout.strip()
+
+
+def lock_markdown(name: str, entry: dict[str, Any]) -> str:
+    """The artifact a worker hands back: stage ``name``'s dvc.lock entry, readable in the Prefect UI."""
+    buf = StringIO()
+    YAML(typ="safe", pure=True).dump(entry, buf)
+    return f"dvc.lock entry of `{name}`, as the worker committed it:\n\n```yaml\n{buf.getvalue()}```\n"
+
+
+def lock_entry(markdown: str) -> dict[str, Any]:
+    """The dvc.lock entry inside ``lock_markdown``'s text."""
+    return YAML(typ="safe", pure=True).load(markdown.split("```yaml\n", 1)[1].rsplit("```", 1)[0])
+
+
+async def follow_run(run_id: Any, logger: Any) -> Any:
+    """Wait for a flow run to end, its log lines (a worker's training progress) forwarded to ``logger`` so the
+    pipeline's own log, and `make run`, show them; its final state."""
+    since, seen, quiet = None, set(), 0
+    async with get_client() as client:
+        while True:
+            state = (await client.read_flow_run(run_id)).state
+            logs = await watch.new_logs(client, run_id, since, seen)
+            for log in logs:
+                logger.info(log.message)
+            since = logs[-1].timestamp - timedelta(seconds=watch.LATE_S) if logs else since
+            quiet = 0 if logs else quiet + 1
+            if state is not None and state.is_final() and quiet >= watch.FINAL_QUIET_POLLS:
+                return state
+            await asyncio.sleep(watch.POLL_S)
+
+
+def launch(name: str, pool: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Run stage ``name`` as a flow run of ssft-stage/<pool>, followed here; the dvc.lock entry it hands back."""
+    logger = get_run_logger()
+    deployment = f"{STAGE_FLOW}/{pool}"
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise ValueError(f"pipeline.pool={pool!r}: no deployment {deployment}; start a worker of the pool on a "
+                             f"GPU host (`make worker POOL={pool}`)") from None
+        online = WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))
+        if not client.read_workers_for_work_pool(pool, worker_filter=online):
+            logger.warning("%s waits for a worker: none of pool %s is online (`make worker POOL=%s`)", name, pool, pool)
+    run = run_deployment(deployment, parameters=parameters, timeout=0)
+    logger.info("%s: sent to work pool %s as flow run %s", name, pool, run.name)
+    state = asyncio.run(follow_run(run.id, logger))
+    if not state.is_completed():
+        raise RuntimeError(f"stage {name} failed on work pool {pool} (flow run {run.name}): {state.message}")
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), key=ArtifactFilterKey(any_=[LOCK_ARTIFACT])))
+    if not found:
+        raise RuntimeError(f"stage {name}: flow run {run.name} on pool {pool} handed back no dvc.lock entry")
+    return lock_entry(str(found[0].data))
+
+
+def run_on_pool(stage: Stage, workspace: str, pool: str) -> None:
+    """Send a stage to a worker of ``pool`` and take its outputs in, so that dvc.lock and the workspace end up as
+    after a local run: push the outputs it reads, run ssft-stage/<pool> with this commit and this params.yaml
+    and dvc.lock, write the dvc.lock entry it hands back, pull the outputs, check ``dvc status``, commit."""
+    ws = Path(workspace)
+    commit = committed_code(ws)
+    inputs = tracked_inputs(ws, stage.name)
+    if inputs:
+        transfer("push", inputs, workspace)
+    with dvc_locked(ws):
+        texts = {f: (ws / f).read_text() if (ws / f).exists() else "" for f in SENT_AS_TEXT}
+    entry = launch(stage.name, pool, {
+        "stage": stage.name, "commit": commit, "params_yaml": texts["params.yaml"], "dvc_lock": texts["dvc.lock"],
+        "pipeline_run_id": str(flow_run.get_id() or "local"), "pipeline_run_url": str(flow_run.ui_url or "")})
+    with dvc_locked(ws):
+        yaml = YAML()
+        lock = yaml.load((ws / "dvc.lock").read_text()) if (ws / "dvc.lock").exists() else None
+        lock = lock or {"schema": "2.0", "stages": {}}
+        lock["stages"][stage.name] = entry
+        buf = StringIO()
+        yaml.dump(lock, buf)
+        atomic.write_text(ws / "dvc.lock", buf.getvalue())
+    transfer("pull", [stage.name], workspace)
+    drift = json.loads(dvc(["status", "--json", stage.name], workspace) or "{}")
+    if drift:  # the worker read other code or data than this workspace holds
+        raise RuntimeError(f"stage {stage.name} ran on pool {pool}, but its inputs differ from this workspace's: "
+                           f"{drift}; commit and push what changed, then run again")
+    dvc(["commit", "--force", "--quiet", stage.name], workspace)  # dvc.lock in DVC's own words, run-cache too
 
 
 def run_graph(graph: list[Stage], workspace: str, parallel: int) -> dict[str, str]:
