@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ENV := . scripts/env.sh &&
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run study up down worker dvc-run test test-all lint types check bench clean-venv
+.PHONY: run study up down worker dvc-run test test-all lint types check bench bench-generation clean-venv
 
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
@@ -57,6 +57,11 @@ test-all: $(VENV)/.installed
 ## (GPU: bash bench/gpu.sh on a machine with one H100/H200)
 bench: $(VENV)/.installed
 	$(ENV) python bench/bench_step.py
+
+## bench-generation: generated tokens/s of the hf backend against the openai backend (transformers serve,
+## continuous batching) and that server's own throughput; ends with openai/hf=... openai/plain=...
+bench-generation: $(VENV)/.installed
+	$(ENV) python bench/bench_generation.py
 
 ## lint / types: ruff, and mypy (configured in pyproject.toml: ssft and flows)
 lint: $(VENV)/.installed
