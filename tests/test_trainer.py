@@ -107,8 +107,11 @@ def test_the_loss_is_summed_then_divided_once_by_the_step_tokens(tmp_path: Path,
 class Kill(TrainerCallback):
     """Stops the process mid-run, after a checkpoint was written."""
 
+    def __init__(self, at: int = 6) -> None:
+        self.at = at
+
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-        if state.global_step == 6:
+        if state.global_step == self.at:
             raise KeyboardInterrupt
 
 
@@ -135,6 +138,23 @@ def test_kill_and_resume_gives_identical_weights_and_stats(tmp_path: Path, trace
     assert all(torch.equal(x, y) for x, y in zip(b.parameters(), c.parameters())), "trained further"
 
 
+@pytest.mark.slow
+def test_resume_from_an_epoch_end_with_unaligned_logging_equals_an_uninterrupted_run(
+        tmp_path: Path, trace_dir: Path) -> None:
+    """Checkpoint at step 8 = the end of epoch 0, logging every 3 steps, killed at step 10: the steps 7-8 were
+    never logged before the kill (train_loss differed) and epoch 0 closed after the save (merged with epoch 1)."""
+    over = {"train.max_steps": 16, "train.save_steps": 8, "train.logging_steps": 3}
+    straight = _train(tmp_path / "a", trace_dir, **over)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "b", trace_dir, callbacks=(Kill(10),), **over)
+    resumed = _train(tmp_path / "b", trace_dir, **over)
+    assert [e["epoch"] for e in resumed["epochs"]] == [0, 1], "two epochs merged into one"
+    assert resumed["epochs"] == straight["epochs"]
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-9)
+    losses = [(h["step"], h["loss"]) for h in straight["log_history"] if "loss" in h]
+    assert losses == [(h["step"], h["loss"]) for h in resumed["log_history"] if "loss" in h]
+
+
 def test_last_complete_checkpoint_skips_partial_saves(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     for step, state in [(4, "{}"), (8, '{"global_step": 8}'), (12, None), (16, '{"global_step": 16, "log_h')]:
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -145,11 +165,15 @@ def test_last_complete_checkpoint_skips_partial_saves(tmp_path: Path, caplog: py
     assert last_complete_checkpoint(tmp_path / "none") is None
 
 
-def test_checkpoints_of_another_configuration_are_moved_aside_until_the_run_finishes(tmp_path: Path,
-                                                                                     trace_dir: Path) -> None:
+def test_another_configuration_keeps_the_old_checkpoints_and_a_rerun_resumes_them(
+        tmp_path: Path, trace_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A typo'd lr trains to the end; the original config's interrupted checkpoints survive it, the log says
+    which key differs, and rerunning the original resumes from its own checkpoint instead of step 0."""
     from ssft.cli import main
+    from ssft.train.trainer import fingerprint
 
-    _train(tmp_path, trace_dir)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, trace_dir, callbacks=(Kill(),))  # killed at step 6: checkpoint-4 is resumable
     before = sorted(p.name for p in (tmp_path / "ckpt" / "ssft").iterdir())
     params = tmp_path / "params.yaml"
     import yaml
@@ -161,15 +185,46 @@ def test_checkpoints_of_another_configuration_are_moved_aside_until_the_run_fini
     assert main(args) == 2, "a mistyped value is refused"
     assert sorted(p.name for p in (tmp_path / "ckpt" / "ssft").iterdir()) == before, "and nothing was touched"
 
-    class Stop(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
-            assert (tmp_path / "ckpt" / "ssft.previous" / "checkpoint-8").exists(), "old run kept while training"
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, trace_dir, callbacks=(Stop(),), **{"train.lr": 0.001})
+    fp = fingerprint(tiny_cfg(), "ssft", trace_dir / "train.parquet")
     _train(tmp_path, trace_dir, **{"train.lr": 0.001})
-    assert not (tmp_path / "ckpt" / "ssft.previous").exists(), "removed once the new run finished"
+    assert "train.lr: 0.003 -> 0.001" in caplog.text, "the log names the key that differs"
+    assert (tmp_path / "ckpt" / f"ssft.previous-{fp}" / "checkpoint-4").exists(), "kept after the other run"
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        resumed = _train(tmp_path, trace_dir)
+    assert "checkpoint-4" in caplog.text and "resuming ssft from" in caplog.text, "resumed, not restarted"
+    assert not (tmp_path / "ckpt" / f"ssft.previous-{fp}").exists(), "its own history entry was taken back"
+    assert resumed["steps"] == 8 and len(list((tmp_path / "ckpt").glob("ssft.previous-*"))) == 1
+
+
+def test_superseded_checkpoint_history_is_bounded_and_says_what_it_deletes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ssft.train.trainer import prepare_checkpoint_dir
+
+    ckpt = tmp_path / "ssft"
+    for k in range(5):  # five configurations in turn, each leaving a checkpoint
+        prepare_checkpoint_dir(ckpt, f"fp{k}", {"train.lr": k}, keep=3)
+        (ckpt / "checkpoint-2").mkdir()
+    assert sorted(p.name for p in tmp_path.glob("ssft.previous-*")) == [
+        "ssft.previous-fp1", "ssft.previous-fp2", "ssft.previous-fp3"]
+    assert "deleting " + str(tmp_path / "ssft.previous-fp0") in caplog.text
+    assert "train.lr: 3 -> 4" in caplog.text
+    prepare_checkpoint_dir(ckpt, "fp9", {"train.lr": 9}, keep=3)  # an empty dir of fp9 replaces no history
+    prepare_checkpoint_dir(ckpt, "fp2", {"train.lr": 2}, keep=3)
+    assert (ckpt / "checkpoint-2").exists() and (ckpt / "fingerprint").read_text() == "fp2"
+
+
+def test_bookkeeping_keys_keep_the_checkpoints(trace_dir: Path) -> None:
+    """pipeline.parallel, data.name, data.cache (and eval, tracking) change no trained weight: same fingerprint,
+    so changing them resumes instead of moving the checkpoints aside."""
+    from ssft.train.trainer import fingerprint
+
+    f = trace_dir / "train.parquet"
+    base = fingerprint(tiny_cfg(), "ssft", f)
+    for key, value in [("pipeline.parallel", 3), ("data.name", "other"), ("data.cache", "/tmp/elsewhere"),
+                       ("tracking.enabled", False), ("train.save_steps", 3), ("train.threads", 1)]:
+        assert fingerprint(tiny_cfg(**{key: value}), "ssft", f) == base, f"{key} changed the fingerprint"
 
 
 def _purity(totals: dict) -> float:

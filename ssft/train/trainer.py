@@ -43,7 +43,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from transformers.trainer_callback import ExportableState, PrinterCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from ssft import stages
+from ssft import atomic, stages
 from ssft.config import Config, ModelConfig
 from ssft.data import traces
 from ssft.data.tasks import get_task
@@ -232,8 +232,18 @@ class StatsCallback(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kwargs):
         # Runs on every rank after DefaultFlowCallback has decided this step's log/save, before they happen.
+        if control.should_save:
+            # The loss of the steps since the last log lives only in the process: logged before a checkpoint,
+            # a resumed run's history (and train_loss) equals an uninterrupted one's.
+            control.should_log = True
         if control.should_log or control.should_save or control.should_training_stop:
             self.flush()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # Resumed from a checkpoint saved at an epoch's last step: that epoch ended in the killed process, after
+        # the save, so close it here (at the step it ended) instead of merging it into the next one.
+        if self.stats.questions and len(self.stats.history) < int(state.epoch or 0):
+            self.stats.close_epoch(len(self.stats.history), state.global_step)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.flush()
@@ -484,21 +494,83 @@ def train(cfg: Config, method: Method, model: PreTrainedModel, tokenizer: PreTra
     return trainer.accelerator.unwrap_model(trainer.model), state_dict, out
 
 
-def previous_dir(ckpt_dir: Path) -> Path:
-    return ckpt_dir.with_name(ckpt_dir.name + ".previous")
+# Superseded configurations' checkpoints kept beside checkpoints/<method>: a typo'd param must not cost a run.
+HISTORY = 3
+PARAMS_FILE = "params.json"  # beside the fingerprint marker: what the fingerprint covers, for the diff
 
 
-def prepare_checkpoint_dir(ckpt_dir: Path, fp: str) -> None:
-    """Keep checkpoints only if they belong to this exact configuration and data. Those of another one are
-    moved aside to ``<dir>.previous`` (never deleted first), and removed once this run has finished."""
+def previous_dir(ckpt_dir: Path, fp: str) -> Path:
+    """Where the checkpoints of configuration ``fp`` wait while another one trains in ``ckpt_dir``."""
+    return ckpt_dir.with_name(f"{ckpt_dir.name}.previous-{fp}")
+
+
+def fingerprinted(cfg: Config, method: str, traces_file: Path) -> dict[str, Any]:
+    """What :func:`fingerprint` hashes, readable: the train params (dotted), the method, data and code hashes."""
+    flat: dict[str, Any] = {"method": method}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        else:
+            flat[prefix] = node
+
+    for key, value in stages.params_of("train", cfg).items():
+        walk(key, value)
+    flat["training data (sha256)"] = hashlib.sha256(Path(traces_file).read_bytes()).hexdigest()[:16]
+    flat["train stage code (sha256)"] = stages.code_digest(("train",))[:16]
+    return json.loads(json.dumps(flat, default=str))
+
+
+def _differences(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    if old is None:
+        return "its params were not recorded"
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k}: {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def _read_params(ckpt_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((ckpt_dir / PARAMS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _prune_history(ckpt_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` most recently superseded configurations; say which older one is deleted."""
+    history = sorted(ckpt_dir.parent.glob(f"{ckpt_dir.name}.previous-*"), key=lambda p: p.stat().st_mtime,
+                     reverse=True)
+    for old in history[keep:]:
+        log.warning("deleting %s: the checkpoints of the oldest superseded configuration (%d are kept)", old, keep)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, fp: str, params: dict[str, Any], keep: int = HISTORY) -> None:
+    """Make ``ckpt_dir`` hold only checkpoints of configuration ``fp`` (``params``: what it covers).
+
+    Another configuration's checkpoints move to ``<dir>.previous-<its fingerprint>`` (the ``keep`` most recent
+    such moves are kept, older ones deleted with a warning), and the log names the keys that differ. A rerun
+    of a superseded configuration takes its own checkpoints back and resumes from them."""
     marker = ckpt_dir / "fingerprint"
     if ckpt_dir.exists() and (not marker.exists() or marker.read_text() != fp):
-        log.info("%s holds checkpoints of another configuration; moved to %s until this run finishes",
-                 ckpt_dir, previous_dir(ckpt_dir))
-        shutil.rmtree(previous_dir(ckpt_dir), ignore_errors=True)
-        ckpt_dir.rename(previous_dir(ckpt_dir))
+        old_fp = marker.read_text().strip() if marker.exists() else "unmarked"
+        if not any(ckpt_dir.glob("checkpoint-*")):
+            shutil.rmtree(ckpt_dir)  # nothing resumable in it: nothing to keep
+        else:
+            aside = previous_dir(ckpt_dir, old_fp)
+            log.warning("%s holds checkpoints of another configuration (%s); moved to %s", ckpt_dir,
+                        _differences(_read_params(ckpt_dir), params), aside)
+            shutil.rmtree(aside, ignore_errors=True)  # only an unmarked leftover can collide
+            ckpt_dir.rename(aside)
+            os.utime(aside)  # the history is ordered by when a configuration was superseded
+            _prune_history(ckpt_dir, keep)
+    own = previous_dir(ckpt_dir, fp)
+    if not ckpt_dir.exists() and own.exists():
+        log.info("%s: this configuration's own checkpoints, kept from an earlier run; resuming from them", own)
+        own.rename(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fp)
+    atomic.write_text(ckpt_dir / PARAMS_FILE, json.dumps(params, indent=1, sort_keys=True))
+    atomic.write_text(marker, fp)
 
 
 def distributed() -> bool:
@@ -571,7 +643,8 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
     examples, context = within_context(examples, limit, "model.max_length" if cfg.model.max_length else
                                        "the checkpoint's max_position_embeddings")
     training_args(cfg, ckpt_dir)  # every training setting is checked before a checkpoint is touched
-    prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method.name, train_file))
+    prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method.name, train_file),
+                           fingerprinted(cfg, method.name, train_file))
     log.info("train %s: %d questions, %d traces, %.2fM params", method.name, len(examples),
              sum(len(ex.completions) for ex in examples), sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.model.lora_rank:
@@ -586,7 +659,6 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
                 "sources": sources, "base": cfg.model.checkpoint or "tiny", "dtype": numerics.compute}
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
                     extra={models.STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
-        shutil.rmtree(previous_dir(ckpt_dir), ignore_errors=True)  # this run is done: the old one can go
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()
