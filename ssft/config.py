@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,8 +260,25 @@ def _section(cls: type, raw: Any, name: str, errors: list[str]) -> Any:
     return cls(**kwargs)
 
 
+def _not_finite(cfg: Config) -> dict[str, float]:
+    """Every float setting that is inf or NaN (YAML reads ``.inf``/``.nan``): no range means anything for
+    them, so they get this one error and no other."""
+    found: dict[str, float] = {}
+    sections = [(name, getattr(cfg, name)) for name in SECTIONS]
+    sections += [(f"data.teachers[{k}]", t) for k, t in enumerate(cfg.data.teachers)]
+    for where, section in sections:
+        for f in dataclasses.fields(section):
+            values = getattr(section, f.name)
+            for v in values if isinstance(values, list) else [values]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    found[f"{where}.{f.name}"] = values
+    return found
+
+
 def _check(cfg: Config, errors: list[str]) -> None:
     m, s, t, e, d = cfg.model, cfg.ssft, cfg.train, cfg.eval, cfg.data
+    not_finite = _not_finite(cfg)
+    errors += [f"{name}: {value!r} is invalid; use a finite number" for name, value in not_finite.items()]
     rules = [
         (cfg.seed >= 0, "seed", "use a seed >= 0"),
         (cfg.pipeline.parallel >= 0, "pipeline.parallel", "use >= 0 (0 = what the cores allow)"),
@@ -307,6 +325,12 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (t.questions_per_step >= 1, "train.questions_per_step", "use >= 1"),
         (t.grad_accum >= 1, "train.grad_accum", "use >= 1"),
         (t.lr > 0, "train.lr", "use > 0"),
+        (t.weight_decay >= 0, "train.weight_decay", "use >= 0 (0 = no decay)"),
+        (t.warmup_steps >= 0, "train.warmup_steps", "use >= 0 (0 = no warm-up)"),
+        (t.max_grad_norm >= 0, "train.max_grad_norm", "use >= 0 (0 = no clipping)"),
+        (m.lora_alpha >= 1, "model.lora_alpha", "use >= 1, e.g. 32"),
+        (e.max_new_tokens >= 1, "eval.max_new_tokens", "use >= 1 (tokens generated per sample)"),
+        (e.batch_size >= 1, "eval.batch_size", "use >= 1 (sequences per generate() call)"),
         (e.samples >= s.num_tags and e.samples % max(s.num_tags, 1) == 0, "eval.samples",
          f"use a positive multiple of ssft.num_tags={s.num_tags} so samples split evenly over tags"),
         (e.temperature > 0, "eval.temperature", "use > 0 (greedy decoding is always run as well)"),
@@ -324,12 +348,12 @@ def _check(cfg: Config, errors: list[str]) -> None:
          f"each k must be an int in 1..eval.samples={e.samples}"),
     ]
     for ok, name, fix in rules:
-        if not ok:
+        if not ok and name not in not_finite:
             value = getattr(cfg, name) if "." not in name else getattr(getattr(cfg, name.split(".")[0]),
                                                                         name.split(".")[1])
             errors.append(f"{name}: {value!r} is invalid; {fix}")
     for k, teacher in enumerate(d.teachers):
-        _check_teacher(teacher, f"data.teachers[{k}]", errors)
+        _check_teacher(teacher, f"data.teachers[{k}]", errors, not_finite)
     names = [t.name for t in d.teachers]
     for k, name in enumerate(names):
         if name and name in names[:k]:
@@ -343,15 +367,18 @@ def _poolable(pattern: object) -> bool:
     return isinstance(pattern, str) and family in POOL_STAGES and bool(at) and bool(item)
 
 
-def _check_teacher(t: TeacherConfig, where: str, errors: list[str]) -> None:
+def _check_teacher(t: TeacherConfig, where: str, errors: list[str], not_finite: dict[str, float]) -> None:
     rules = [(bool(t.name), "name", "give every teacher a name (its traces' source)"),
              (t.backend in BACKENDS, "backend", f"use one of {', '.join(BACKENDS)}"),
              (bool(t.model), "model", "hf: a local checkpoint directory; openai: the served model name"),
              (t.backend != "openai" or bool(t.base_url), "base_url", "openai needs the server, e.g. http://host:8000/v1"),
              (t.n >= 1, "n", "use >= 1"), (t.max_tokens >= 1, "max_tokens", "use >= 1"),
-             (t.concurrency >= 1, "concurrency", "use >= 1"), (t.temperature >= 0, "temperature", "use >= 0")]
+             (t.concurrency >= 1, "concurrency", "use >= 1"), (t.temperature >= 0, "temperature", "use >= 0"),
+             (0 < t.top_p <= 1, "top_p", "use 0 < top_p <= 1"), (t.timeout_s > 0, "timeout_s", "use > 0 seconds"),
+             (t.max_retries >= 0, "max_retries", "use >= 0 (0 = no retry)"),
+             (t.batch_size >= 1, "batch_size", "use >= 1")]
     for ok, key, fix in rules:
-        if not ok:
+        if not ok and f"{where}.{key}" not in not_finite:
             errors.append(f"{where}.{key}: {getattr(t, key)!r} is invalid; {fix}")
 
 
@@ -418,7 +445,9 @@ def set_dotted(doc: dict, dotted: str, value: Any) -> None:
     """``set_dotted(d, "train.max_steps", 5)`` sets ``d["train"]["max_steps"]``, creating sections as needed."""
     *parents, leaf = dotted.split(".")
     for depth, p in enumerate(parents):
-        doc = doc.setdefault(p, {})
+        if doc.get(p) is None:  # absent, or present but empty (``train:`` alone reads as None)
+            doc[p] = {}
+        doc = doc[p]
         if not isinstance(doc, dict):
             raise ConfigError(f"{dotted}: {'.'.join(parents[:depth + 1])} is a value, not a section; "
                               "override it as a whole, e.g. --set " + ".".join(parents[:depth + 1]) + "=...")
