@@ -12,6 +12,7 @@ import yaml
 from conftest import TINY
 
 from ssft import config
+from ssft.errors import UserError
 
 
 # -- settings: every numeric range, all errors at once -------------------------------------------------------
@@ -40,3 +41,45 @@ def test_an_empty_section_can_be_overridden(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "train"}) + "train:\n")
     assert config.load(params, {"train.max_steps": 7}).train.max_steps == 7
+
+
+# -- no trained question is evaluated: by id, normalised text and canonical form --------------------------
+def _split(path: Path, questions: dict[str, str]) -> Path:
+    from ssft.data import traces
+
+    traces.write([{"question_id": qid, "question": q, "answer": "18", "trace": "x #18", "source": "l2r"}
+                  for qid, q in questions.items()], path)
+    return path
+
+
+@pytest.mark.parametrize("eval_question, what, source", [
+    ("3+4+5+6?", "question text", "synthetic"),      # the same question under a new id
+    (" 3 + 4+5+6?\n", "question text", "synthetic"),  # whitespace only
+    ("\uff13+4+5+6?", "question text", "import"),    # a full-width digit: the same after NFKC
+    ("6+5+4+3?", "canonical form", "synthetic"),     # reordered: the same operands, the same traces
+])
+def test_a_trained_question_under_another_id_or_spelling_is_refused(tmp_path: Path, eval_question: str,
+                                                                     what: str, source: str) -> None:
+    from conftest import tiny_cfg
+
+    from ssft.data import traces
+    from ssft.eval.evaluate import _check_held_out
+
+    train = _split(tmp_path / "train.parquet", {"add4-3-4-5-6": "3+4+5+6?", "add4-1-1-1-1": "1+1+1+1?"})
+    ev = _split(tmp_path / "eval.parquet", {"new-id-7": eval_question, "add4-2-2-2-9": "2+2+2+9?"})
+    cfg = tiny_cfg(**({"data.source": "import", "data.path": str(train)} if source == "import" else {}))
+    with pytest.raises(UserError, match=rf"1 of 2 evaluation questions .*same {what}: e.g. 'new-id-7' "
+                                               r"and training's 'add4-3-4-5-6'"):
+        _check_held_out(cfg, traces.load_questions(ev), ev, train, traces.read_rows(train))
+
+
+def test_a_reordered_question_of_imported_data_is_its_own_question(tmp_path: Path) -> None:
+    from conftest import tiny_cfg
+
+    from ssft.data import traces
+    from ssft.eval.evaluate import _check_held_out
+
+    train = _split(tmp_path / "train.parquet", {"a": "3+4+5+6?"})
+    ev = _split(tmp_path / "eval.parquet", {"b": "6+5+4+3?"})
+    cfg = tiny_cfg(**{"data.source": "import", "data.path": str(train)})
+    _check_held_out(cfg, traces.load_questions(ev), ev, train, traces.read_rows(train))

@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,17 +78,30 @@ def teacher_judge(cfg: Config, train: list[dict]) -> Judge:
                  {"teacher_classifier_acc": clf.heldout_accuracy, "teachers": float(len(clf.labels))})
 
 
-def _check_held_out(questions: list[QuestionTraces], eval_file: Path, train_file: Path | None,
+def question_key(text: str) -> str:
+    """A question's text up to what does not change it: unicode compatibility forms (NFKC) and whitespace."""
+    return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _check_held_out(cfg: Config, questions: list[QuestionTraces], eval_file: Path, train_file: Path | None,
                     train: list[dict] | None) -> None:
-    """Evaluation questions must never have been trained on (e.g. an eval file that is the train file)."""
+    """Evaluation questions must never have been trained on (e.g. an eval file that is the train file), by id,
+    by normalised text (:func:`question_key`), and for the synthetic task by its canonical form (the operand
+    multiset: a reordered question has the same traces)."""
     if train is None:
         return
-    trained = {r["question_id"] for r in train}
-    seen = [q.question_id for q in questions if q.question_id in trained]
-    if seen:
-        raise UserError(f"{eval_file}: {len(seen)} of {len(questions)} evaluation questions are also in "
-                         f"{train_file} (e.g. {seen[0]!r}); rebuild the split with `ssft traces` or hold out "
-                         "another file (data.eval_path)")
+    keys: list[tuple[str, Callable[[str, str], str]]] = [("id", lambda qid, q: qid),
+                                                         ("question text", lambda qid, q: question_key(q))]
+    if cfg.data.source == "synthetic":
+        task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
+        keys.append(("canonical form", lambda qid, q: task.canonical(problem_from(qid, q, "").operands)))
+    for what, key in keys:
+        trained = {key(r["question_id"], r["question"]): r["question_id"] for r in train}
+        seen = [(q.question_id, trained[k]) for q in questions if (k := key(q.question_id, q.question)) in trained]
+        if seen:
+            raise UserError(f"{eval_file}: {len(seen)} of {len(questions)} evaluation questions are also in "
+                            f"{train_file} (same {what}: e.g. {seen[0][0]!r} and training's {seen[0][1]!r}); "
+                            "rebuild the split with `ssft traces` or hold out another file (data.eval_path)")
 
 
 def judge_for(cfg: Config, train_file: Path | None, train: list[dict] | None) -> Judge:
@@ -189,7 +203,7 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     n = meta["num_tags"]
     questions = traces.load_questions(eval_file)
     train = traces.read_rows(train_file) if train_file is not None and Path(train_file).exists() else None
-    _check_held_out(questions, eval_file, train_file, train)
+    _check_held_out(cfg, questions, eval_file, train_file, train)
     judge = judge_for(cfg, train_file, train)
     method = methods.get(meta["method"])
     tags = method.eval_tags(n)
