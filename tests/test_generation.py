@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import chat_checkpoint
+from transformers import AutoModelForCausalLM
 
 from ssft.config import ModelConfig
 from ssft.errors import UserError
 from ssft.generation import factory
-from ssft.generation.hf import HfSampler
+from ssft.generation.hf import HfSampler, stop_ids
 from ssft.generation.openai import OpenAISampler, redact
 from ssft.generation.sampler import SeedStream, finish
 from ssft.train import models
@@ -106,6 +108,17 @@ def test_factory_names_every_backend_and_refuses_others(tiny) -> None:  # noqa: 
         factory.make("tgi", Path("."), tok, lambda: model)
     with pytest.raises(UserError, match="vLLM, which is not installed"):  # a CPU machine: a clear line
         factory.make("vllm", Path("."), tok, lambda: model)
+
+
+def test_a_model_directory_stops_where_its_loaded_model_stops(tmp_path: Path) -> None:
+    """The servers' backends read the stop ids from the directory; hf from the loaded model: the same ids."""
+    d = chat_checkpoint(tmp_path / "chat", [f"What is {a} + 2? It is {a + 2}." for a in range(20)])  # 2 eos ids
+    tok = models.load_tokenizer(d)
+    model = AutoModelForCausalLM.from_pretrained(d)
+    assert factory.checkpoint_stops(d, tok) == stop_ids(model, tok) == tok.convert_tokens_to_ids(
+        ["<|im_end|>", "<|endoftext|>"])
+    (d / "generation_config.json").unlink()
+    assert factory.checkpoint_stops(d, tok) == [tok.eos_token_id]
 
 
 def test_seed_stream_is_deterministic_and_request_seeds_differ() -> None:

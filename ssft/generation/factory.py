@@ -19,12 +19,14 @@ BACKENDS = ("hf", "openai", "vllm")  # hf: transformers here; openai: a served m
 
 def checkpoint_stops(model_dir: Path, tokenizer: Any) -> list[int]:
     """The end-of-sequence ids of a model directory without loading its weights (its generation_config.json)."""
-    from transformers import GenerationConfig
+    from transformers import AutoConfig, GenerationConfig
 
     from ssft.generation.sampler import default_stops
 
-    has_config = (Path(model_dir) / "generation_config.json").exists()
-    gen = GenerationConfig.from_pretrained(model_dir, local_files_only=True) if has_config else None
+    if (Path(model_dir) / "generation_config.json").exists():
+        gen = GenerationConfig.from_pretrained(model_dir, local_files_only=True)
+    else:  # what from_pretrained gives a model saved without one: its config's eos
+        gen = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_dir, local_files_only=True))
     return default_stops(tokenizer, gen)
 
 
@@ -42,7 +44,8 @@ def make(backend: str, model_dir: Path, tokenizer: Any, load_model: Callable[[],
             raise UserError("eval.server: backend openai needs the server's base URL, e.g. http://127.0.0.1:8000/v1")
         return OpenAISampler(server, model_dir, tokenizer, checkpoint_stops(model_dir, tokenizer), tags)
     if backend == "vllm":
-        from ssft.generation.vllm import VllmSampler
+        from ssft.generation.vllm import VllmSampler, require_vllm
 
+        require_vllm()  # first: without vLLM nothing else matters
         return VllmSampler(model_dir, tokenizer, checkpoint_stops(model_dir, tokenizer))
     raise UserError(f"eval.backend: {backend!r} is not a generation backend; use one of {', '.join(BACKENDS)}")

@@ -1,4 +1,7 @@
-"""The ``vllm`` backend (GPU only; ``pip install -e '.[vllm]'``): vLLM's offline ``LLM`` engine on a model directory.
+"""The ``vllm`` backend (GPU only): vLLM's offline ``LLM`` engine on a model directory.
+
+vLLM pins its own torch build, which does not resolve with this project's exact torch pin (so there is no
+``[vllm]`` extra): install it into an environment of its own, then this project without dependencies.
 
 ``generation_config="vllm"`` keeps vLLM's neutral sampling defaults instead of the checkpoint's
 ``generation_config.json`` (a Qwen checkpoint's top_k=20, repetition_penalty=1.05 ...): every setting a sample
@@ -21,12 +24,13 @@ from ssft.generation.openai import TOP_LOGPROBS
 from ssft.generation.sampler import Sample, SeedStream, check_request, finish
 
 
-def _import_vllm() -> Any:
+def require_vllm() -> Any:
     try:
         import vllm
     except ImportError:
-        raise UserError("eval.backend: vllm needs vLLM, which is not installed; on a CUDA machine run "
-                        "`pip install -e '.[vllm]'`, or use eval.backend: hf (or openai with a served model)") from None
+        raise UserError("eval.backend: vllm needs vLLM, which is not installed; on a CUDA machine run `pip install "
+                        "vllm` then `pip install --no-deps -e .` in a fresh environment, or use eval.backend: hf (or "
+                        "openai with a served model)") from None
     return vllm
 
 
@@ -34,7 +38,7 @@ class VllmSampler:
     """:class:`~ssft.generation.sampler.Sampler` on vLLM's offline engine; ``engine_args`` go to ``vllm.LLM``."""
 
     def __init__(self, model_dir: Path, tokenizer: Any, stops: Sequence[int], **engine_args: Any) -> None:
-        vllm = _import_vllm()
+        vllm = require_vllm()
         self.vllm, self.tokenizer, self.stops = vllm, tokenizer, list(stops)
         self.llm = vllm.LLM(model=str(model_dir), tokenizer=str(model_dir), generation_config="vllm",
                             max_logprobs=TOP_LOGPROBS, **engine_args)
