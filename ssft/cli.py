@@ -121,8 +121,12 @@ def cmd_train(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     train_file, out = Path(args.traces) / "train.parquet", Path(args.models) / args.method
     ckpt = Path(args.checkpoints) / args.method
     tracker = _tracker(cfg, args)
-    # One job per checkpoint directory (its ranks share it: rank 0 holds the lock for all of them).
-    with atomic.exclusive(ckpt) if _rank()[0] == 0 else contextlib.nullcontext():
+    # One job per output: the checkpoints and the model directory are both locked, so a second job with other
+    # --checkpoints cannot overwrite this one's model (its ranks share them: rank 0 holds the locks for all).
+    with contextlib.ExitStack() as locks:
+        if _rank()[0] == 0:
+            for path in (ckpt, out):
+                locks.enter_context(atomic.exclusive(path))
         with tracker.training_run(args.method, train_file, world_size=_rank()[1]) as run:
             stats = run_stage(cfg, args.method, train_file, out, ckpt, run.callbacks())
             run.finish(out, stats)

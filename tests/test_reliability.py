@@ -5,6 +5,8 @@ reproduces a case that once went wrong."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,31 @@ def test_a_reordered_question_of_imported_data_is_its_own_question(tmp_path: Pat
     ev = _split(tmp_path / "eval.parquet", {"b": "6+5+4+3?"})
     cfg = tiny_cfg(**{"data.source": "import", "data.path": str(train)})
     _check_held_out(cfg, traces.load_questions(ev), ev, train, traces.read_rows(train))
+
+
+# -- every output directory of `ssft train` is locked ---------------------------------------------------------
+def _hold_lock(path: Path) -> subprocess.Popen:
+    """Another process writing ``path`` (holding its lock until killed)."""
+    code = ("import sys, time; from ssft import atomic; held = atomic.exclusive(sys.argv[1]); held.__enter__(); "
+            "print('held', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_train_with_other_checkpoints_cannot_overwrite_the_model(
+        tmp_path: Path, trace_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ssft.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    holder = _hold_lock(tmp_path / "models" / "ssft")  # the first job: training into models/ssft
+    try:
+        rc = main(["--params", str(params), "train", "--method", "ssft", "--traces", str(trace_dir), "--models",
+                   str(tmp_path / "models"), "--checkpoints", str(tmp_path / "other-checkpoints")])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert rc == 2, "refused, not trained"
+    assert f"{tmp_path / 'models' / 'ssft'} is being written by another process (pid {holder.pid})" in caplog.text
+    assert not (tmp_path / "models" / "ssft").exists()
