@@ -150,7 +150,10 @@ class FaultServer:
             return {"choices": [{"index": 0, "text": "", "prompt_token_ids": ids, "token_ids": []}],
                     "usage": {"prompt_tokens": len(ids), "completion_tokens": 0}}
         if body.get("logprobs"):
-            top = {f"token_id:{t}": -float(k + 1) for k, t in enumerate(body.get("logprob_token_ids", []))}
+            if self.fault == "old-vllm":  # logprob_token_ids ignored: the top-k of a vocabulary of ids 0..99
+                top = {f"token_id:{t}": -float(t + 1) for t in range(body["logprobs"])}
+            else:
+                top = {f"token_id:{t}": -float(k + 1) for k, t in enumerate(body.get("logprob_token_ids", []))}
             return {"choices": [{"index": 0, "text": "", "logprobs": {"top_logprobs": [top]}}]}
         # n choices, each "echoes" the prompt's last id, then stops on the first stop id
         stop, n = body.get("stop_token_ids", [self.tok.eos_token_id])[0], body.get("n", 1)
@@ -243,6 +246,30 @@ def test_openai_tag_logprobs_ask_for_the_tag_ids(fault_server: FaultServer, tiny
     got = sampler.tag_logprobs([[5, 6], [7]], tags)
     assert fault_server.bodies[-1]["logprob_token_ids"] == tags and fault_server.bodies[-1]["max_tokens"] == 1
     np.testing.assert_array_equal(got, [[-1, -2, -3, -4]] * 2)
+
+
+def test_openai_tag_logprobs_fall_back_to_the_top_k(fault_server: FaultServer, tiny,  # noqa: ANN001
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    sampler = _openai(fault_server, tiny)
+    fault_server.fault = "old-vllm"
+    got = sampler.tag_logprobs([[5, 6]], [3, 19, 20, 77])
+    assert fault_server.bodies[-1]["logprobs"] == 20 and "logprob_token_ids" not in fault_server.bodies[-1]
+    np.testing.assert_array_equal(got, [[-4, -20, -np.inf, -np.inf]])  # outside the top-20: -inf, and said so
+    assert "ignores logprob_token_ids" in caplog.text and "2 of 4 tag logprobs were outside" in caplog.text
+
+
+def test_eval_backend_and_server_are_checked_with_the_fix() -> None:
+    from conftest import tiny_cfg
+
+    from ssft.config import ConfigError
+
+    assert tiny_cfg(**{"eval.backend": "openai", "eval.server": "http://127.0.0.1:8000/v1"}).eval.backend == "openai"
+    for overrides, message in [({"eval.backend": "tgi"}, "eval.backend: 'tgi' is invalid; use one of hf, openai, vllm"),
+                               ({"eval.backend": "openai"}, "eval.server: None is invalid; eval.backend=openai needs"),
+                               ({"eval.server": "http://h/v1"}, "only eval.backend=openai talks to a server"),
+                               ({"eval.backend": "openai", "eval.server": "h:8000"}, "use an http.s. base URL")]:
+        with pytest.raises(ConfigError, match=message):
+            tiny_cfg(**overrides)
 
 
 @pytest.mark.parametrize("fault, reason", [("500", "HTTP 500: CUDA out of memory"), ("badjson", "malformed response"),
