@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from ssft.config import TeacherConfig
 from ssft.data.sources import teachers
+from ssft.errors import UserError
 
 CORPUS = [f"What is {a} + {b}? First add {a} and {b}, the answer is {a + b}." for a in range(12) for b in range(12)]
 QUESTIONS = [{"question_id": f"q{k}", "question": f"What is {k} + {k + 1}?", "answer": str(2 * k + 1)}
@@ -322,10 +324,93 @@ def test_truncated_line_elsewhere_is_an_error_naming_the_line(tmp_path: Path) ->
         teachers.read_cache(path)
 
 
-def test_unreachable_server_names_teacher_and_question(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SSFT_TEST_KEY", SECRET)
-    dead = teacher("http://127.0.0.1:9/v1", api_key_env="SSFT_TEST_KEY", concurrency=1)  # port 9: refused
-    with pytest.raises(RuntimeError, match=r"teacher alpha: question 'q0': the request to http://127.0.0.1:9/v1 "
-                                           r"failed after 0 retries: APIConnectionError") as err:
-        teachers.generate(QUESTIONS[:2], [dead], tmp_path / "cache", seed=0)
-    assert SECRET not in str(err.value) and SECRET not in repr(err.value.__cause__)
+class FaultChat:
+    """A chat-completions server that fails as told: ``fault`` is the HTTP status and body to send (FastAPI's
+    ``{"detail": ...}``), "badjson", "empty" / "null" choices, or "slow" (answers after ``slow_s``)."""
+
+    def __init__(self) -> None:
+        self.fault: object = None
+        self.slow_s, self.hits = 0.0, 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.hits += 1
+                status, body = 200, {"id": "x", "object": "chat.completion", "created": 0, "model": "tiny",
+                                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "#3"},
+                                                  "finish_reason": "stop"}]}
+                if isinstance(server.fault, tuple):
+                    status, body = server.fault
+                elif server.fault in ("empty", "null"):
+                    body["choices"] = [] if server.fault == "empty" else None
+                elif server.fault == "slow":
+                    time.sleep(server.slow_s)
+                data = b'{"choices": [' if server.fault == "badjson" else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.port = self.httpd.server_address[1]
+
+
+@pytest.fixture(scope="module")
+def fault_chat() -> Iterator[FaultChat]:
+    s = FaultChat()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+@pytest.mark.parametrize("fault, retries, reason", [
+    ((500, {"detail": "model not loaded"}), 1, r"HTTP 500: model not loaded after 1 retries"),
+    ((404, {"detail": "Not Found"}), 1, r"HTTP 404: Not Found"),  # not retried: no "after"
+    ("badjson", 0, r"malformed response \(JSONDecodeError"),
+    ("empty", 0, r"the server returned no choices"),
+    ("null", 0, r"the server returned no choices"),
+    ("slow", 1, r"no answer before the timeout after 1 retries"),
+    ("refused", 0, r"cannot connect \(.*refused"),
+])
+def test_every_server_failure_is_one_line_naming_teacher_url_reason_and_fix(
+        fault_chat: FaultChat, tmp_path: Path, fault: object, retries: int, reason: str) -> None:
+    fault_chat.fault, fault_chat.slow_s, fault_chat.hits = fault, 1.0, 0
+    port = 9 if fault == "refused" else fault_chat.port  # port 9: nothing listens
+    t = teacher(f"http://me:{SECRET}@127.0.0.1:{port}/v1?key={SECRET}", n=1, concurrency=1, max_retries=retries,
+                timeout_s=0.3)
+    with pytest.raises(UserError) as err:
+        teachers.generate(QUESTIONS[:1], [t], tmp_path / "cache", seed=0, progress_every_s=0)
+    line = str(err.value)
+    assert "\n" not in line and SECRET not in line, line
+    assert re.search(rf"^teacher alpha: question 'q0': http://\*\*\*@127.0.0.1:{port}/v1 failed: {reason}", line), line
+    assert line.endswith("check that the server at its base_url is up and serves model 'tiny'"), line
+    if "after" not in reason:
+        assert " retries" not in line
+    if fault != "refused":
+        assert fault_chat.hits == (1 + retries if "after" in reason else 1), "retried exactly as said"
+
+
+def test_a_stuck_request_is_reported_while_it_waits(fault_chat: FaultChat, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ssft.data.sources.teachers")
+    fault_chat.fault, fault_chat.slow_s = "slow", 1.5
+    t = teacher(f"http://127.0.0.1:{fault_chat.port}/v1", n=1, concurrency=1, timeout_s=10.0)
+    teachers.generate(QUESTIONS[:1], [t], tmp_path / "cache", seed=0, progress_every_s=0.4)
+    assert re.search(r"0/1 traces .*; 1 request\(s\) in flight, question 'q0' waiting [01] s", caplog.text)
+
+
+def test_a_question_rewritten_under_its_id_is_asked_again(server: ChatServer, tmp_path: Path) -> None:
+    t = teacher(server.url, n=1)
+    teachers.generate(QUESTIONS[:2], [t], tmp_path / "cache", seed=0)
+    assert len(server.requests) == 2
+    rewritten = [{**q, "question": q["question"].replace("What is", "Compute")} for q in QUESTIONS[:2]]
+    teachers.generate(rewritten, [t], tmp_path / "cache", seed=0)
+    assert sorted(r["question"] for r in server.requests[2:]) == sorted(q["question"] for q in rewritten), "asked"
+    teachers.generate(rewritten, [t], tmp_path / "cache", seed=0)
+    assert len(server.requests) == 4, "and now cached"

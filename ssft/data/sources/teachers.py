@@ -13,10 +13,14 @@ questions and ``data.teachers``; every teacher answers every question ``n`` time
   never logged, cached or returned.
 
 Every finished trace is appended to a JSONL cache the moment it arrives (one line, written and fsynced): one
-file per teacher, named by a short hash of the settings that change outputs. A run killed at any point, even
-with SIGKILL, restarts without repeating or losing a finished trace: the cache is read back, a truncated last
-line is cut off, and only the missing (question, sample) pairs are requested, so ``n`` may also grow between
-runs. Progress goes to the ``ssft.data.sources.teachers`` logger every ``progress_every_s`` and at the end.
+file per teacher, named by a short hash of the settings that change outputs; each line carries a hash of the
+prompt it answered, so a question rewritten under the same id is asked again, not answered from the cache.
+A run killed at any point, even with SIGKILL, restarts without repeating or losing a finished trace: the cache
+is read back, a truncated last line is cut off, and only the missing (question, sample) pairs are requested, so
+``n`` may also grow between runs. Progress goes to the ``ssft.data.sources.teachers`` logger every
+``progress_every_s`` and at the end, with how long the oldest request in flight has waited. Every server failure
+(HTTP error, malformed JSON, no choices, timeout, refused connection) is one UserError line naming the teacher,
+the question, the URL (credentials redacted), the server's own reason and the fix.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssft.errors import UserError
+from ssft.generation.openai import _reason, redact
 
 if TYPE_CHECKING:  # config reads BACKENDS from here, so this module must not import config when it runs
     from ssft.config import TeacherConfig
@@ -78,6 +84,16 @@ def api_key(teacher: TeacherConfig, where: str = "teacher") -> str:
 
 
 # -- the cache --------------------------------------------------------------------------------------------
+def messages(question: str) -> list[dict[str, str]]:
+    """The chat messages a teacher is sent for ``question`` (openai as they are; hf through its template)."""
+    return [{"role": "user", "content": question}]
+
+
+def prompt_hash(question: str) -> str:
+    """Short hash of the prompt actually sent: what a cached trace answered."""
+    return hashlib.sha256(json.dumps(messages(question), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def settings_hash(teacher: TeacherConfig) -> str:
     """Short hash of :data:`OUTPUT_SETTINGS`: traces cached under other settings are never reused."""
     settings = {k: getattr(teacher, k) for k in OUTPUT_SETTINGS}
@@ -90,9 +106,11 @@ def cache_path(cache_dir: Path, teacher: TeacherConfig) -> Path:
     return Path(cache_dir) / f"{safe}-{settings_hash(teacher)}.jsonl"
 
 
-def read_cache(path: Path) -> dict[tuple[str, int], str]:
+def read_cache(path: Path, prompts: dict[str, str] | None = None) -> dict[tuple[str, int], str]:
     """Finished traces by (question_id, sample). A last line without its newline is what a kill mid-write
-    leaves: it is cut off the file (so appends start on a clean line) and its trace is generated again."""
+    leaves: it is cut off the file (so appends start on a clean line) and its trace is generated again.
+    ``prompts`` (question_id -> :func:`prompt_hash`): a line that answered another prompt, or no recorded one, is
+    not used (the question was rewritten under its id, or the line predates prompt hashes)."""
     if not path.exists():
         return {}
     data = path.read_bytes()
@@ -104,6 +122,7 @@ def read_cache(path: Path) -> dict[tuple[str, int], str]:
             f.truncate(end)
             os.fsync(f.fileno())
     done: dict[tuple[str, int], str] = {}
+    stale = 0
     for lineno, line in enumerate(data[:end].splitlines(), 1):
         if not line.strip():
             continue
@@ -113,7 +132,13 @@ def read_cache(path: Path) -> dict[tuple[str, int], str]:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path}:{lineno}: not a cache line ({type(e).__name__}: {e}); delete that line, or "
                              "the file to generate this teacher's traces again") from None
+        if prompts is not None and rec.get("prompt") != prompts.get(key[0]):
+            stale += 1
+            continue
         done.setdefault(key, trace)  # the first finished copy wins, as the rows returned before did
+    if stale:
+        log.warning("%s: %d cached trace(s) answered another prompt than their question's now (rewritten under "
+                    "the same id?); they are generated again", path, stale)
     return done
 
 
@@ -121,16 +146,17 @@ class CacheWriter:
     """Appends finished traces to the cache: one line per trace, one ``os.write`` per line (a kill leaves at
     most one partial line, at the end) and an fsync per arriving batch. Thread-safe: it is the backends' sink."""
 
-    def __init__(self, path: Path, done: dict[tuple[str, int], str], progress: Progress) -> None:
+    def __init__(self, path: Path, done: dict[tuple[str, int], str], progress: Progress,
+                 prompts: dict[str, str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self.done, self.progress, self.lock = done, progress, threading.Lock()
+        self.done, self.progress, self.prompts, self.lock = done, progress, prompts, threading.Lock()
 
     def __call__(self, question_id: str, samples: list[int], texts: list[str], tokens: list[int]) -> None:
         with self.lock:
             for s, text, n_tok in zip(samples, texts, tokens, strict=True):
-                line = json.dumps({"question_id": question_id, "sample": s, "trace": text, "tokens": n_tok},
-                                  ensure_ascii=False) + "\n"
+                line = json.dumps({"question_id": question_id, "sample": s, "trace": text, "tokens": n_tok,
+                                   "prompt": self.prompts[question_id]}, ensure_ascii=False) + "\n"
                 _write_all(self.fd, line.encode())
                 self.done[(question_id, s)] = text
             os.fsync(self.fd)
@@ -154,6 +180,7 @@ class Progress:
         self.name, self.total, self.cached, self.every_s = name, total, cached, every_s
         self.new = self.tokens = self.empty = 0
         self.start = time.monotonic()
+        self.inflight: dict[int, tuple[str, float]] = {}  # request -> (question id, when it was sent)
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._tick, name=f"progress-{name}", daemon=True)
 
@@ -172,14 +199,30 @@ class Progress:
         with self.lock:
             self.new, self.tokens, self.empty = self.new + traces, self.tokens + tokens, self.empty + empty
 
+    @contextmanager
+    def waiting(self, qid: str) -> Iterator[None]:
+        """A request in flight: the progress line says how long the oldest has waited (a stuck server shows)."""
+        key = threading.get_ident()  # a request thread has one request in flight at a time
+        with self.lock:
+            self.inflight[key] = (qid, time.monotonic())
+        try:
+            yield
+        finally:
+            with self.lock:
+                del self.inflight[key]
+
     def line(self) -> str:
         with self.lock:
             new, tokens, empty = self.new, self.tokens, self.empty
+            oldest = min(self.inflight.values(), key=lambda v: v[1], default=None)
+            inflight = len(self.inflight)
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate, left = new / elapsed, self.total - self.cached - new
         eta = "0:00:00" if left <= 0 else "?" if rate == 0 else _clock(left / rate)
+        wait = (f"; {inflight} request(s) in flight, question {oldest[0]!r} waiting "
+                f"{time.monotonic() - oldest[1]:.0f} s" if oldest else "")
         return (f"teacher {self.name}: {self.cached + new}/{self.total} traces ({self.cached} cached, {empty} empty), "
-                f"{rate:.2f} traces/s, {tokens / elapsed:.1f} tokens/s, {elapsed:.1f} s, ETA {eta}")
+                f"{rate:.2f} traces/s, {tokens / elapsed:.1f} tokens/s, {elapsed:.1f} s, ETA {eta}{wait}")
 
     def _tick(self) -> None:
         while not self.stop.wait(self.every_s):
@@ -192,34 +235,55 @@ def _clock(seconds: float) -> str:
 
 
 # -- backend: an OpenAI-compatible server -----------------------------------------------------------------
-def _run_openai(teacher: TeacherConfig, key: str, work: Work, sink: Sink) -> None:
-    from openai import OpenAI
+def _retried(error: Exception, max_retries: int) -> bool:
+    """Whether the client retried ``error`` (it retries refused connections, timeouts, 408/409/429 and 5xx)."""
+    import openai
 
-    client = OpenAI(base_url=teacher.base_url, api_key=key, timeout=teacher.timeout_s, max_retries=teacher.max_retries)
+    if isinstance(error, openai.APIStatusError):
+        return max_retries > 0 and (error.status_code in (408, 409, 429) or error.status_code >= 500)
+    return max_retries > 0 and isinstance(error, openai.APIConnectionError)
+
+
+def _failure(teacher: TeacherConfig, qid: str, reason: str) -> UserError:
+    """One line: the teacher, the question, the server (credentials redacted), its own reason, the fix."""
+    return UserError(f"teacher {teacher.name}: question {qid!r}: {redact(teacher.base_url or '')} failed: {reason}; "
+                     f"check that the server at its base_url is up and serves model {teacher.model!r}")
+
+
+def _run_openai(teacher: TeacherConfig, key: str, work: Work, sink: Sink, progress: Progress) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=teacher.base_url, api_key=key, timeout=teacher.timeout_s,
+                           max_retries=teacher.max_retries)
     one_per_request = threading.Event()  # set once the server has returned fewer choices than asked
+
+    def request(qid: str, ask: int, question: str) -> tuple[list, int]:
+        """Up to ``ask`` choices, by index, and the completion tokens the server counted (0: it sends no usage)."""
+        try:
+            with progress.waiting(qid):
+                resp = client.chat.completions.create(
+                    model=teacher.model, messages=messages(question), n=ask,  # type: ignore[arg-type]
+                    temperature=teacher.temperature, top_p=teacher.top_p, max_tokens=teacher.max_tokens)
+        except (openai.OpenAIError, ValueError) as e:  # the client has already retried what it retries
+            after = f" after {teacher.max_retries} retries" if _retried(e, teacher.max_retries) else ""
+            raise _failure(teacher, qid, _reason(e) + after) from None
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise _failure(teacher, qid, f"the server returned no choices ({str(resp)[:200]!r})")
+        usage = getattr(resp, "usage", None)
+        return sorted(choices, key=lambda c: c.index or 0)[:ask], (getattr(usage, "completion_tokens", 0) or 0)
 
     def answer(question: dict, samples: list[int]) -> None:
         qid, left = str(question["question_id"]), list(samples)
         while left:
             ask = 1 if one_per_request.is_set() else len(left)
-            try:
-                resp = client.chat.completions.create(
-                    model=teacher.model, messages=[{"role": "user", "content": question["question"]}], n=ask,
-                    temperature=teacher.temperature, top_p=teacher.top_p, max_tokens=teacher.max_tokens)
-            except Exception as e:  # the client has already retried with back-off
-                raise RuntimeError(f"teacher {teacher.name}: question {qid!r}: the request to {teacher.base_url} "
-                                   f"failed after {teacher.max_retries} retries: {type(e).__name__}: {e}") from e
-            choices = sorted(resp.choices, key=lambda c: c.index)[:ask]
-            if not choices:
-                raise RuntimeError(f"teacher {teacher.name}: question {qid!r}: {teacher.base_url} returned no "
-                                   "choices; check that it serves model " + repr(teacher.model))
+            choices, done = request(qid, ask, question["question"])
             if len(choices) < ask and not one_per_request.is_set():
                 one_per_request.set()
                 log.warning("teacher %s: the server returned %d of %d choices; asking one sample per request from "
                             "now on", teacher.name, len(choices), ask)
-            done = (resp.usage.completion_tokens or 0) if resp.usage else 0  # some servers send no usage
             tokens = [done // len(choices) + (k < done % len(choices)) for k in range(len(choices))]
-            sink(qid, left[:len(choices)], [c.message.content or "" for c in choices], tokens)
+            sink(qid, left[:len(choices)], [getattr(c.message, "content", None) or "" for c in choices], tokens)
             left = left[len(choices):]
 
     pool = ThreadPoolExecutor(max_workers=teacher.concurrency, thread_name_prefix=f"teacher-{teacher.name}")
@@ -300,7 +364,8 @@ def _run_hf(teacher: TeacherConfig, work: Work, sink: Sink, seed: int) -> None:
 def _run_teacher(teacher: TeacherConfig, key: str | None, questions: Sequence[dict], cache_dir: Path, seed: int,
                  progress_every_s: float) -> dict[tuple[str, int], str]:
     path = cache_path(cache_dir, teacher)
-    done = read_cache(path)
+    prompts = {str(q["question_id"]): prompt_hash(q["question"]) for q in questions}
+    done = read_cache(path, prompts)
     work = [(q, missing) for q in questions
             if (missing := [s for s in range(teacher.n) if (str(q["question_id"]), s) not in done])]
     total = len(questions) * teacher.n
@@ -310,12 +375,12 @@ def _run_teacher(teacher: TeacherConfig, key: str | None, questions: Sequence[di
     if not work:
         return done
     with Progress(teacher.name, total, total - todo, progress_every_s) as progress:
-        sink = CacheWriter(path, done, progress)
+        sink = CacheWriter(path, done, progress, prompts)
         try:
             if teacher.backend == "hf":
                 _run_hf(teacher, work, sink, seed)
             else:
-                _run_openai(teacher, key or "EMPTY", work, sink)
+                _run_openai(teacher, key or "EMPTY", work, sink, progress)
         finally:
             sink.close()
     return done
