@@ -40,6 +40,15 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return chat_checkpoint(tmp_path_factory.mktemp("teacher") / "ckpt", CORPUS)
 
 
+def reply(handler: BaseHTTPRequestHandler, status: int, data: bytes) -> None:
+    """Send ``data`` as a JSON response."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class ChatServer:
     """A real OpenAI-compatible chat-completions server (``POST /v1/chat/completions``) over a local checkpoint:
     each request is generated with transformers at its own n/temperature/top_p/max_tokens. It records every
@@ -72,12 +81,7 @@ class ChatServer:
                                             "n": body.get("n", 1), "auth": self.headers.get("Authorization"),
                                             "run": self.headers.get("OpenAI-Organization")})
                 time.sleep(server.delay_s)
-                data = json.dumps(server.complete(body)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, 200, json.dumps(server.complete(body)).encode())
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -346,12 +350,7 @@ class FaultChat:
                     body["choices"] = [] if server.fault == "empty" else None
                 elif server.fault == "slow":
                     time.sleep(server.slow_s)
-                data = b'{"choices": [' if server.fault == "badjson" else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, b'{"choices": [' if server.fault == "badjson" else json.dumps(body).encode())
 
             def log_message(self, *args: object) -> None:
                 pass
