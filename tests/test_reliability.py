@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,52 @@ def test_a_second_train_with_other_checkpoints_cannot_overwrite_the_model(
     assert rc == 2, "refused, not trained"
     assert f"{tmp_path / 'models' / 'ssft'} is being written by another process (pid {holder.pid})" in caplog.text
     assert not (tmp_path / "models" / "ssft").exists()
+
+
+# -- secrets: no URL credential or query secret in an MLflow param; the probe asks the right host -------------
+KEY = "sk-live-0d9e8f7a6b"
+
+
+def test_no_url_secret_reaches_an_mlflow_param() -> None:
+    from conftest import tiny_cfg
+
+    from ssft.tracking.runs import flat_params
+
+    teacher = {"name": "t", "model": "m", "base_url": f"http://u:{KEY}@host:8000/v1?key={KEY}"}
+    cfg = tiny_cfg(**{"data.source": "generate", "data.path": "q.jsonl", "data.teachers": [teacher],
+                      "tracking.uri": f"https://me:{KEY}@mlflow.example:5000/?token={KEY}"})
+    params = flat_params(cfg)
+    assert not [k for k, v in params.items() if KEY in v], "a secret reached an MLflow param"
+    assert '"base_url": "http://***@host:8000/v1"' in params["data.teachers"]
+    assert params["tracking.uri"] == "https://***@mlflow.example:5000/"
+
+
+class Health(BaseHTTPRequestHandler):
+    """An MLflow-like /health that records the Authorization header it was sent."""
+
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        Health.seen.append(self.headers.get("Authorization"))
+        self.send_response(200 if self.path == "/health" else 404)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_tracking_uri_with_credentials_is_probed_at_its_host() -> None:
+    import base64
+
+    from ssft.tracking.runs import probe
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        probe(f"http://user:{KEY}@127.0.0.1:{httpd.server_address[1]}")  # was: "not answering (Name or service...)"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert Health.seen == ["Basic " + base64.b64encode(f"user:{KEY}".encode()).decode()]

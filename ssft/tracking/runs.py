@@ -34,11 +34,13 @@ from ssft.config import Config, ConfigError
 from ssft.data.dataset import STATS_FILE as TRACE_STATS_FILE
 from ssft.env import git_commit
 from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
+from ssft.generation.openai import redact  # the one redaction (credentials and query) of every URL shown
 from ssft.tracking import registry
 from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table, to_image
 from ssft.tracking.names import dvc_data_hash, experiment_name, metric_name, mlflow_safe
 
 log = logging.getLogger(__name__)
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>,]+")
 SYSTEM_METRICS_INTERVAL_S = 5.0
 
 
@@ -111,10 +113,15 @@ def flat_params(cfg: Config) -> dict[str, str]:
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
         else:
-            out[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
+            out[prefix] = redact_urls(json.dumps(node) if isinstance(node, (list, dict)) else str(node))
 
     walk("", cfg.to_dict())
     return out
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted (a teacher's base_url inside the ``data.teachers`` list)."""
+    return URL.sub(lambda m: redact(m.group()), text)
 
 
 def probe(uri: str, timeout_s: float = 5.0) -> None:
@@ -122,11 +129,20 @@ def probe(uri: str, timeout_s: float = 5.0) -> None:
     retry for minutes before the stage does any work."""
     if not uri.startswith(("http://", "https://")):
         return
+    import base64
     import urllib.error
+    import urllib.parse
     import urllib.request
 
+    # Credentials in the URI go in a header: in the URL, urllib would take "user:pw@host" for the host.
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
+        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as r:
+        with urllib.request.urlopen(request, timeout=timeout_s) as r:
             if r.status == 200:
                 return
             reason = f"HTTP {r.status}"
@@ -134,11 +150,6 @@ def probe(uri: str, timeout_s: float = 5.0) -> None:
         reason = str(getattr(e, "reason", e))
     raise ConfigError(f"MLflow at {redact(uri)} is not answering ({reason}); start it (`make up`), point "
                       "tracking.uri / MLFLOW_TRACKING_URI at a running server, or set tracking.enabled: false")
-
-
-def redact(uri: str) -> str:
-    """A URI fit for logs: credentials (user:password@) replaced."""
-    return re.sub(r"//[^/@]+@", "//***@", uri)
 
 
 class Tracker:
