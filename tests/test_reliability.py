@@ -164,3 +164,22 @@ def test_a_tracking_uri_with_credentials_is_probed_at_its_host() -> None:
         httpd.shutdown()
         httpd.server_close()
     assert Health.seen == ["Basic " + base64.b64encode(f"user:{KEY}".encode()).decode()]
+
+
+# -- a truncated model.safetensors in the newest checkpoint: the previous complete one is resumed ------------
+def test_truncated_weights_in_the_newest_checkpoint_fall_back_to_the_previous(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from ssft.train.trainer import last_complete_checkpoint
+
+    for step in (4, 8):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+        save_file({"w": torch.ones(64, 64)}, ckpt / "model.safetensors")
+    weights = tmp_path / "checkpoint-8" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # the disk filled up while writing
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert "checkpoint-8: model.safetensors truncated" in caplog.text

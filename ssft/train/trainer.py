@@ -422,18 +422,36 @@ def fingerprint(cfg: Config, method: str, traces_file: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _safetensors_whole(f: Path) -> bool:
+    """Whether a ``.safetensors`` file is as long as its header says: 8 bytes of header length, the JSON header,
+    then the tensors up to the largest end offset (a full disk or a kill mid-write leaves it shorter)."""
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return f.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
 def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
-    """Newest ``checkpoint-*`` that finished writing: a kill mid-save leaves one without ``trainer_state.json``,
-    or with a truncated one; either is skipped with a warning naming it."""
+    """Newest ``checkpoint-*`` that finished writing: a kill mid-save (or a full disk) leaves one without
+    ``trainer_state.json``, with a truncated one, or with truncated weights; each is skipped with a warning
+    naming it, and the previous complete one is resumed."""
     def complete(p: Path) -> bool:
         try:
             json.loads((p / "trainer_state.json").read_text())
-            return True
         except FileNotFoundError:
             return False
         except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("%s: trainer_state.json is truncated (a kill while saving?); skipping this checkpoint", p)
             return False
+        broken = [f.name for f in sorted(p.glob("*.safetensors")) if not _safetensors_whole(f)]
+        if broken:
+            log.warning("%s: %s truncated (a kill or a full disk while saving?); skipping this checkpoint", p,
+                        ", ".join(broken))
+        return not broken
 
     done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and complete(p)]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
