@@ -73,6 +73,12 @@ def _reason(error: Exception) -> str:
     return f"malformed response ({type(error).__name__}: {error})"
 
 
+def _seeded(temperature: float | None, seed: int) -> dict[str, int]:
+    """The seed field of a request: none for greedy decoding, which needs none (and a seeded request costs vLLM
+    a generator of its own)."""
+    return {} if temperature is None else {"seed": seed}
+
+
 def _tokenizer_bytes(model_dir: Path) -> bytes | None:
     f = model_dir / "tokenizer.json"
     return f.read_bytes() if f.exists() else None
@@ -211,7 +217,7 @@ class OpenAISampler:
                        max_new_tokens: int, stops: list[int], seed: int) -> list[Sample]:
         greedy = temperature is None
         resp = self._complete(
-            "a completion", n, prompt=list(prompt), n=n, max_tokens=max_new_tokens, seed=seed,
+            "a completion", n, prompt=list(prompt), n=n, max_tokens=max_new_tokens, **_seeded(temperature, seed),
             temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
             extra_body={"stop_token_ids": stops, "return_token_ids": True, "skip_special_tokens": True,
                         "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0})
@@ -242,7 +248,7 @@ class OpenAISampler:
 
     def _text_sample(self, prompt: Sequence[int], text: str, temperature: float | None, top_p: float,
                      max_new_tokens: int, stops: list[int], seed: int) -> Sample:
-        resp = self._complete("a completion", 1, prompt=text, max_tokens=max_new_tokens, seed=seed,
+        resp = self._complete("a completion", 1, prompt=text, max_tokens=max_new_tokens, **_seeded(temperature, seed),
                               extra_body={"generation_config": self._generation_config(temperature, top_p,
                                                                                        max_new_tokens, stops)})
         usage = resp.usage
