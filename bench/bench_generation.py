@@ -10,8 +10,9 @@ prompts (every question x every tag, greedy, ``eval.max_new_tokens``):
     plain   the same server driven by a plain client: the official ``openai`` client, the same prompts (as text:
             transformers serve takes no token ids) and settings from as many threads, no checks, no decoding
 
-Cases are interleaved over ``--reps`` rounds so load changes hit each alike; tokens are the generated tokens the
-backend reports (the server's own count for openai and plain). Last line:
+Cases are interleaved over ``--reps`` rounds so load changes hit each alike, and each case's median round is
+reported (every round's rate is printed too); tokens are the generated tokens the backend reports (the server's
+own count for openai and plain). On a shared machine one round can be 10x another: read the rounds. Last line:
 ``openai/hf=<ratio> openai/plain=<ratio>`` (the goal: openai/plain >= 0.9, the backend costs < 10% of what the
 server delivers). On a GPU, serve the model with vLLM instead (``--server http://127.0.0.1:8000/v1``).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -92,16 +94,16 @@ def main() -> None:
             "plain": plain_client(url, served.model, texts, budget, stops),
             "openai": lambda: sum(s.length for (s,) in served.generate(prompts, 1, None, max_new_tokens=budget))}
         cases["plain"]()  # warm-up: the server's first requests start its batching engine
-        totals = {name: [0, 0.0] for name in cases}
+        rounds: dict[str, list[tuple[int, float]]] = {name: [] for name in cases}
         for _ in range(args.reps):
             for name, fn in cases.items():
-                tokens, seconds = timed(fn)
-                totals[name][0] += tokens
-                totals[name][1] += seconds
-    rate = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
+                rounds[name].append(timed(fn))
+    # The median round: a shared machine's load comes in bursts that one round's total would carry.
+    rate = {name: statistics.median(tokens / seconds for tokens, seconds in runs) for name, runs in rounds.items()}
     print(f"{len(prompts)} prompts x {budget} new tokens max, {args.reps} rounds, server {url.split('//')[1]}")
     for name, r in rate.items():
-        print(f"{name:>7}: {r:9.1f} generated tokens/s ({totals[name][0]} tokens in {totals[name][1]:.2f} s)")
+        print(f"{name:>7}: {r:9.1f} generated tokens/s (median round; rounds: "
+              f"{', '.join(f'{t / s:.0f}' for t, s in rounds[name])})")
     print(f"openai/hf={rate['openai'] / rate['hf']:.3f} openai/plain={rate['openai'] / rate['plain']:.3f}")
 
 
