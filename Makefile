@@ -12,15 +12,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "installing the Python dependencies into $(VENV) (~3 min on a fresh machine; quiet until done)"
 	$(BIN)/python -m pip install -q -U pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
 ## run: start the local stack, run the deployment ssft/full following its stages' progress here; it ends with
-## the table (headline in bold) and links to the MLflow runs, Compare and the comparison figures
+## the table (headline rows marked ◀), links to the MLflow comparison, runs and figures, then the headline line
 run: up
 	$(ENV) python -m flows.watch ssft/full
-	@$(ENV) echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: cat .prefect/auth)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
+	@$(ENV) echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: the whole line of .prefect/auth, ssft: included)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
 
 ## study: the deployment ssft/study (studies/cpu.yaml: settings x seeds, under an hour on 2 cores), followed
 ## here; writes results/study.md with its figures (finished cells are reused: a rerun only redoes what changed)

@@ -381,24 +381,39 @@ def apply_params(params_file: Path, overrides: dict[str, Any]) -> None:
 
 
 def mlflow_links(cfg: ssft_config.Config, workspace: Path) -> str:
-    """Markdown for the end of a flow run: the runs view, each method's run, Compare of them all, and the
-    comparison figures (served by the MLflow UI); '' when tracking is off."""
+    """Markdown for the end of a flow run: the comparison (the chart view of this run's methods, opening on the
+    headline bars and the loss curves), MLflow's classic Compare page, each method's run, and the comparison
+    figures (served by the MLflow UI); '' when tracking is off."""
     if not cfg.tracking.enabled:
         return ""
-    from ssft.tracking.runs import Tracker, compare_link, redact, run_link, runs_view_link, tracking_uri, ui_url
+    from ssft.tracking.runs import (
+        Tracker,
+        compare_link,
+        compare_view,
+        comparison_artifact,
+        redact,
+        run_link,
+        runs_view_link,
+        tracking_uri,
+        ui_url,
+    )
 
     tracker = Tracker(cfg, workspace)
-    found = tracker.pipeline_runs(str(flow_run.get_id() or "local"))
+    pipeline = str(flow_run.get_id() or "local")
+    found = tracker.pipeline_runs(pipeline)
     runs = {m: found[m] for m in cfg.train.methods if m in found}  # in params order, whichever finished first
     ui, eid = ui_url(cfg), tracker.experiment_id
     if ui is None:
         return (f"MLflow: experiment `{tracker.experiment_id}`, runs {runs}; see them with "
                 f"`mlflow ui --backend-store-uri {redact(tracking_uri(cfg, workspace))}`")
-    lines = [f"MLflow runs view: {runs_view_link(ui, eid)}",
-             f"MLflow Compare ({', '.join(runs)}): {compare_link(ui, eid, list(runs.values()))}",
+    ids = list(runs.values())
+    lines = [f"MLflow comparison ({', '.join(runs)}: cons@N, pass@1, coverage, pass@N, train/loss): "
+             f"{compare_view(tracker.client, ui, eid, ids, f'ssft-{pipeline[:8]}')}",
+             f"MLflow Compare page (params, metrics, common artifacts): {compare_link(ui, eid, ids)}",
+             f"MLflow runs view: {runs_view_link(ui, eid)}",
              *(f"MLflow run {m}: {run_link(ui, eid, rid)}" for m, rid in runs.items())]
     first = next(iter(runs.values()), None)  # every method's run holds the same comparison figures
-    figures = "".join(f"\n![{p.stem}]({ui}/get-artifact?path=comparison%2F{p.name}&run_uuid={first})"
+    figures = "".join(f"\n![{p.stem}]({ui}/get-artifact?path={comparison_artifact(p)}&run_uuid={first})"
                       for p in sorted((workspace / "results" / "plots").glob("*.png"))) if first else ""
     return "\n".join(f"- {line}" for line in lines) + "\n" + figures
 

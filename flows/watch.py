@@ -3,7 +3,8 @@ loss, ETA, generation progress) as it is written, then the final state. What `ma
 
     python -m flows.watch ssft/full [--param train.max_steps=2000 ...]
 
-Exits 0 when the flow run completes, 1 when it fails or crashes (its last error lines are the reason).
+Exits 0 when the flow run completes, its last line the headline of the run's summary (ssft vs baselines);
+1 when it fails or crashes (its last error lines are the reason).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import Any
 
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterType,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTimestamp,
+)
 from prefect.client.schemas.sorting import LogSort
 from prefect.deployments import arun_deployment
 
@@ -24,6 +32,7 @@ POLL_S = 2.0
 FINAL_QUIET_POLLS = 3  # Prefect ships log lines in batches every ~2 s
 LATE_S = 30            # a line may arrive this long after a later-stamped one (workers batch independently)
 PAGE = 200
+SUMMARY_PREFIX = "Headline"  # the line of a run's summary artifact printed last (ssft/eval/report.py's headline)
 
 
 async def new_logs(client: Any, run_id: Any, since: Any, seen: set) -> list:
@@ -39,6 +48,17 @@ async def new_logs(client: Any, run_id: Any, since: Any, seen: set) -> list:
         offset += PAGE
     seen.update(log.id for log in out)
     return out
+
+
+async def summary_line(client: Any, run_id: Any) -> str | None:
+    """The headline of the flow run's summary artifact (the pipeline's, a smoke run's, a study's first line)."""
+    found = await client.read_artifacts(artifact_filter=ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), type=ArtifactFilterType(any_=["markdown"])))
+    for artifact in found:
+        for line in str(artifact.data or "").splitlines():
+            if line.startswith(SUMMARY_PREFIX):
+                return line
+    return None
 
 
 async def follow(deployment: str, params: dict) -> int:
@@ -60,6 +80,9 @@ async def follow(deployment: str, params: dict) -> int:
             if state is not None and state.is_final() and quiet >= FINAL_QUIET_POLLS:
                 if state.is_completed():
                     print(f"flow run {run.name}: {state.name}", flush=True)
+                    line = await summary_line(client, run.id)
+                    if line:  # last: what the run found, under the table the flow printed above
+                        print(line, flush=True)
                     return 0
                 # the reason in one line, last, e.g. "... ConfigError: train.max_step: unknown setting; known: ..."
                 reason = " ".join(line.strip() for line in (state.message or "no message").splitlines())

@@ -226,10 +226,28 @@ COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, 
             "register": cmd_register, "sample": cmd_sample, "study": cmd_study}
 
 
+# Library lines a stage's log is better without: one per HTTP request (a teacher's, a tracking server's) and
+# matplotlib's one-off font cache notice (levels), the system-metrics monitor starting and stopping, and
+# mlflow.transformers.log_model's "... make sure your Internet connection is on" when, offline as every stage
+# runs, it cannot fetch a Hub model card or licence (filters on the loggers: importing mlflow resets the
+# levels of its loggers, never their filters).
+QUIET_LOGGERS = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "matplotlib": logging.ERROR}
+HUB_NOTICES = ("could not be retrieved from the hub", "Failed to download the license file",
+               "Unable to find license information")
+QUIET_FILTERS = {
+    "mlflow.system_metrics.system_metrics_monitor": lambda r: r.levelno > logging.INFO,
+    "mlflow.transformers": lambda r: not any(n in r.getMessage() for n in HUB_NOTICES),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     env.apply()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    for name, keep in QUIET_FILTERS.items():
+        logging.getLogger(name).addFilter(keep)
     args = _parser().parse_args(argv)
     _quiet_progress_bars()
     try:

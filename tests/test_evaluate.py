@@ -185,11 +185,13 @@ def test_best_tag_comes_from_the_training_trajectories() -> None:
 
 
 def test_report_puts_methods_side_by_side(evaluated: Path) -> None:
-    text = write_report(evaluated / "results", ["ssft", "sft"])
-    assert "| metric | ssft | sft |" in text and "| coverage_greedy |" in text and "| **cons@N** |" in text
+    line = write_report(evaluated / "results", ["ssft", "sft"])
+    text = (evaluated / "results" / "summary.md").read_text()
+    assert "| metric | ssft | sft |" in text and "| coverage_greedy |" in text and "| cons@N ◀ |" in text
     table = json.loads((evaluated / "results" / "summary.json").read_text())
     diff = table["ssft"]["cons@N"] - table["sft"]["cons@N"]
-    assert f"cons@N **{table['ssft']['cons@N']:.3f}** vs sft {table['sft']['cons@N']:.3f} ({diff:+.3f})" in text
+    assert f"cons@N {table['ssft']['cons@N']:.3f} vs sft {table['sft']['cons@N']:.3f} ({diff:+.3f})" in line
+    assert "\n" not in line and line.split(": ", 1)[1] in text, "the stage prints the headline; the table: the file"
     assert json.loads((evaluated / "results" / "summary.json").read_text()).keys() == {"ssft", "sft"}
     with pytest.raises(FileNotFoundError, match="ssft evaluate --method random"):
         write_report(evaluated / "results", ["random"])

@@ -78,7 +78,9 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
         import re
 
         assert re.search(r"step \d+/\d+ +loss [\d.]+", run.stdout), run.stdout[-2000:]
-        assert run.stdout.strip().splitlines()[-1].endswith(": Completed"), run.stdout[-2000:]
+        *_, completed, last = run.stdout.strip().splitlines()
+        assert completed.endswith(": Completed") and last.startswith("Headline, ssft vs baselines: cons@N "), last
+        assert run.stdout.count("| metric |") == 1, "the table is printed once, at the end"
         ui = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
         client = mlflow.MlflowClient(ui)
         exp = client.get_experiment_by_name("ssft-smoke")
@@ -89,10 +91,12 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
         note = runs[0].data.tags["mlflow.note.content"]
         assert f"(http://127.0.0.1:{env['PREFECT_PORT']}/flow-runs/flow-run/" in note, note
         assert f"MLflow runs view: {ui}/#/experiments/{exp.experiment_id}/runs" in run.stdout, run.stdout[-3000:]
-        assert f"MLflow Compare (ssft, sft, random): {ui}/#/compare-runs?runs=" in run.stdout
+        assert f"MLflow comparison (ssft, sft, random: cons@N, pass@1, coverage, pass@N, train/loss): " \
+               f"{ui}/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=ssft-" in run.stdout
+        assert f"MLflow Compare page (params, metrics, common artifacts): {ui}/#/compare-runs?runs=" in run.stdout
         import urllib.request
 
-        figure = re.search(rf"\(({re.escape(ui)}/get-artifact\?path=comparison%2Fmetrics.png&run_uuid=\w+)\)",
+        figure = re.search(rf"\(({re.escape(ui)}/get-artifact\?path=comparison_metrics.png&run_uuid=\w+)\)",
                            run.stdout)
         assert figure, run.stdout[-3000:]
         with urllib.request.urlopen(figure.group(1), timeout=30) as r:

@@ -61,10 +61,11 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     metrics = json.loads((root / "results" / "ssft" / "metrics.json").read_text())
     for r in (run, child):
         assert r.data.metrics["eval/cons_at_N"] == pytest.approx(metrics["cons@N"])
-        assert r.data.metrics["eval/coverage_greedy"] == pytest.approx(metrics["coverage_greedy"])
+    assert child.data.metrics["eval/coverage_greedy"] == pytest.approx(metrics["coverage_greedy"]), "every metric"
     arts = {a.path for d in ("match", "eval") for a in client.list_artifacts(run.info.run_id, d)}
-    assert {"match/tag_source_epoch000.json", "eval/tag_strategy_heatmap.png",
-            "eval/length_histogram.png", "eval/pass_cons_vs_k.png"} <= arts
+    assert "match/tag_source_epoch000.json" in arts
+    assert {"eval/tag_strategy_heatmap.png", "eval/length_histogram.png", "eval/pass_cons_vs_k.png"} <= {
+        a.path for a in client.list_artifacts(child.info.run_id, "eval")}
     assert {"eval/metrics.json", "eval/details.jsonl"} <= {
         a.path for a in client.list_artifacts(child.info.run_id, "eval")}
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
@@ -72,6 +73,55 @@ def test_one_run_per_method_with_params_curves_stats_and_eval(tracked: tuple[Pat
     assert steps == {"0", "1"}, f"one image series over the two epochs: {images}"
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.name == "traces" and dataset.dataset.digest
+
+
+def test_compare_compares_what_was_measured(tracked: tuple[Path, str]) -> None:
+    """Issue 18.1-2: data counts are params (not 17 data/* metrics heading every metric view), the training run
+    carries the compared rows only (not 58 single-value bars), figures lie at the top of the artifacts (Compare's
+    Artifacts tab lists only top-level files the runs share), and the printed link opens the chart view of just
+    these runs on the headline bars and the loss curves, every other chart folded away."""
+    from ssft.eval.report import COMPARED
+    from ssft.tracking.names import metric_name
+    from ssft.tracking.runs import COMPARE_CHARTS, SHARED_VIEW_TAG, compare_view
+
+    root, uri = tracked
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("ssft-add4")
+    runs = {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id])
+            if "mlflow.parentRunId" not in r.data.tags}
+    for r in runs.values():
+        assert not [k for k in r.data.metrics if k.startswith("data/")], sorted(r.data.metrics)
+        assert r.data.params["dataset.kept.l2r"] == "32" and r.data.params["dataset.questions"] == "32"
+        evals = {k for k in r.data.metrics if k.startswith("eval/")}
+        assert evals == {f"eval/{metric_name(k)}" for k in COMPARED}, evals
+    cfg_tracker = Tracker(config_of(uri), root)
+    plots = [root / "plots" / f"{n}.png" for n in ("metrics", "tag_mode")]
+    for p in plots:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"\x89PNG fake")
+    cfg_tracker.log_comparison(["ssft", "sft"], root / "models", plots)
+    top = [{a.path for a in client.list_artifacts(r.info.run_id) if not a.is_dir} for r in runs.values()]
+    common = set.intersection(*top)
+    assert {"comparison_metrics.png", "comparison_tag_mode.png", "eval_pass_cons_vs_k.png",
+            "eval_tag_strategy_heatmap.png"} <= common, top
+    ids = [runs["ssft"].info.run_id, runs["sft"].info.run_id]
+    link = compare_view(client, "http://ui", exp.experiment_id, ids, "ssft-test")
+    assert link == f"http://ui/#/experiments/{exp.experiment_id}/runs?viewStateShareKey=ssft-test&compareRunsMode=CHART"
+    state = json.loads(client.get_experiment(exp.experiment_id).tags[f"{SHARED_VIEW_TAG}ssft-test"])
+    assert state["searchFilter"] == f"attributes.run_id IN ('{ids[0]}', '{ids[1]}')"
+    assert len(client.search_runs([exp.experiment_id], state["searchFilter"])) == 2, "MLflow reads the filter"
+    first, *rest = state["compareRunSections"]
+    assert first["display"] and not any(s["display"] for s in rest) and state["isAccordionReordered"]
+    charts = [(c["type"], c["metricKey"]) for c in state["compareRunCharts"]]
+    assert charts[:5] == [("BAR", "eval/cons_at_N"), ("BAR", "eval/pass_at_1_val_tag"), ("BAR", "eval/coverage"),
+                          ("BAR", "eval/pass_at_N"), ("LINE", "train/loss")] == list(COMPARE_CHARTS[:5])
+    assert all(k in runs["ssft"].data.metrics for _, k in charts), "every chart has data"
+
+
+def config_of(uri: str, **tracking: object):  # noqa: ANN201
+    from ssft import config
+
+    return config.from_dict({**TINY, "tracking": {"uri": uri, **tracking}})
 
 
 def test_registry_aliases_follow_cons_at_n(tracked: tuple[Path, str]) -> None:
@@ -87,8 +137,11 @@ def test_registry_aliases_follow_cons_at_n(tracked: tuple[Path, str]) -> None:
     assert client.get_model_version_by_alias("ssft-test", "candidate").version == 3
     assert client.get_model_version_by_alias("ssft-test", "champion").version == 3
     mv = client.get_model_version_by_alias("ssft-test", "champion")
-    assert mv.tags["cons_at_N"] == "0.6" and mv.tags["run_id"] == seen[0]["run_id"], "the training run"
-    assert client.get_run(mv.run_id).data.tags["mlflow.parentRunId"] == seen[0]["run_id"], "logged by its child"
+    assert mv.tags["cons_at_N"] == "0.6" and mv.tags["run_id"] == seen[0]["run_id"] == mv.run_id, "the training run"
+    assert sorted(int(v.version) for v in client.search_model_versions(f"run_id = '{mv.run_id}'")) == [1, 2, 3], \
+        "the training run's page lists them under Registered models"
+    logged_by = mlflow.models.get_model_info(f"models:/ssft-test/{mv.version}").run_id
+    assert client.get_run(logged_by).data.tags["mlflow.parentRunId"] == seen[0]["run_id"], "logged by its child"
     assert (mv.tags["base_model"], mv.tags["checker"], mv.tags["data_source"]) == ("tiny", "int", "synthetic")
     info = mlflow.models.get_model_info(f"models:/ssft-test/{mv.version}")
     assert info.signature.inputs.input_types() == [mlflow.types.DataType.string]
@@ -96,7 +149,33 @@ def test_registry_aliases_follow_cons_at_n(tracked: tuple[Path, str]) -> None:
         mlflow.artifacts.download_artifacts(f"models:/ssft-test/{mv.version}"))
     assert "1+2+3+4?<think1>" in str(example), example
     training = client.get_run(seen[0]["run_id"])
-    assert training.info.end_time < client.get_run(mv.run_id).info.start_time, "register has its own run"
+    assert training.info.end_time < client.get_run(logged_by).info.start_time, "register has its own run"
+
+
+def test_champion_must_beat_the_champion_and_the_sft_baseline(tracked: tuple[Path, str]) -> None:
+    """Issue 18.10: an untrained model (cons@N 0) became champion. Now it must beat the champion and this
+    pipeline run's sft; a version that does not is only the candidate, and the registry says why."""
+    from ssft.tracking.registry import baseline_cons
+
+    root, uri = tracked
+    tracker = Tracker(config_of(uri, model_name="ssft-gate"), root)
+    client = mlflow.MlflowClient(uri)
+    ssft_run = tracker.attach("ssft", root / "models" / "ssft")
+    sft = baseline_cons(client, ssft_run, "sft")
+    sft_metrics = json.loads((root / "results" / "sft" / "metrics.json").read_text())
+    assert sft == pytest.approx(sft_metrics["cons@N"])
+    first = tracker.register(root / "models" / "ssft", {"cons@N": sft}, "1+2+3+4?")
+    assert not first["promoted"] and first["champion"] is None
+    assert first["reason"] == f"cons@N {sft:.3f} does not beat sft's {sft:.3f}"
+    better = tracker.register(root / "models" / "ssft", {"cons@N": sft + 0.1}, "1+2+3+4?")
+    assert better["promoted"] and better["champion"] == better["version"] == 2
+    worse = tracker.register(root / "models" / "ssft", {"cons@N": sft + 0.05}, "1+2+3+4?")
+    assert not worse["promoted"] and worse["champion"] == 2 and "does not beat champion v2" in worse["reason"]
+    assert int(client.get_model_version_by_alias("ssft-gate", "candidate").version) == 3
+    assert client.get_model_version("ssft-gate", "3").tags["champion_decision"] == worse["reason"]
+    orphan = client.create_run(client.get_experiment_by_name("ssft-add4").experiment_id,
+                               tags={"method": "ssft", "pipeline_run_id": "no-such-pipeline"}).info.run_id
+    assert baseline_cons(client, orphan, "sft") is None, "no baseline: promotion is blocked, not waved through"
 
 
 def test_tracking_off_writes_no_store(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """The report stage: every method's metrics side by side in ``results/summary.md`` and ``summary.json``, the
-headline comparison first and its rows in bold."""
+headline comparison first and its rows marked, then which tag each pass@1 row samples. The stage prints one
+line (the headline); the table itself is printed once, where the pipeline ends (`make run`), or read in the
+file. Plain text that reads the same in a terminal and rendered: no bold markers."""
 
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ from ssft.eval.evaluate import METRICS_FILE
 # cost in single-sample accuracy. Marked in the table, compared in the first line.
 # pass@1_val_tag: SSFT's single sample from the tag chosen on validation questions, SFT's from its one prompt.
 HEADLINE = ("cons@N", "pass@1_val_tag", "coverage", "pass@N")
+HEADLINE_MARK = " ◀"  # after a headline row's name
+# The rows every method's MLflow training run carries too (the evaluate child run has every metric): what
+# Compare and the run page show, the headline first.
+COMPARED = (*HEADLINE, "pass@1", "pass@1_tag1", "pass@1_best_tag", "cons@N_ties", "dead_tags", "purity", "nmi")
+# Mode diversity: how many distinct modes, how cleanly a tag keeps one. Without a single correct answer they
+# describe a model that has learnt nothing, so they are not compared then.
+DIVERSITY = ("coverage", "purity", "nmi")
 # Rows of the summary table, in reading order: accuracy and voting, then diversity of modes.
 ROWS = ("pass@1", "pass@1_val_tag", "pass@1_tag1", "pass@1_best_tag", "dead_tags", "cons@N", "cons@N_ties",
         "pass@N", "coverage", "purity", "nmi", "blended", "distinct_answers", "teacher_classifier_acc",
@@ -62,30 +71,83 @@ def markdown(table: dict[str, dict]) -> str:
     lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for key in [*ROWS, *extra, *sweep]:
         if any(key in table[m] for m in methods):
-            cells = [f"{table[m][key]:.3f}" if key in table[m] else "–" for m in methods]
-            name = f"**{key}**" if key in HEADLINE else key
+            base, sfx = (key.split("_", 1) + [""])[0], ("_" + key.split("_", 1)[1]) if "_" in key else ""
+            cells = [("n/a" if base in DIVERSITY and nothing_correct(table[m], sfx) else f"{table[m][key]:.3f}")
+                     if key in table[m] else "–" for m in methods]
+            name = f"{key}{HEADLINE_MARK}" if key in HEADLINE else key
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def nothing_correct(metrics: dict, suffix: str = "") -> bool:
+    """Every answer of a set (the sampled one; ``_greedy``, ``_self``, ``_t0.3``: another) wrong, pass@1 and
+    pass@N zero: its coverage and purity then mean nothing."""
+    return metrics.get(f"pass@1{suffix}", 1.0) == 0.0 and metrics.get(f"pass@N{suffix}", 0.0) == 0.0
+
+
 def headline(table: dict[str, dict]) -> str:
-    """One line: ssft against each other method on the headline metrics, with the difference."""
+    """One line: ssft against each other method on the headline metrics, with the difference; diversity is
+    compared only between methods that answered something correctly."""
     if "ssft" not in table or len(table) < 2:
         return ""
     parts = []
     for key in HEADLINE:
-        if key in table["ssft"]:
-            ours = table["ssft"][key]
-            others = ", ".join(f"{m} {table[m][key]:.3f} ({ours - table[m][key]:+.3f})"
-                               for m in table if m != "ssft" and key in table[m])
-            parts.append(f"{key} **{ours:.3f}** vs {others}")
-    return "**Headline, ssft vs baselines:** " + "; ".join(parts) + ".\n\n"
+        if key not in table["ssft"]:
+            continue
+        if key in DIVERSITY and nothing_correct(table["ssft"]):
+            parts.append(f"{key} n/a (ssft answered nothing correctly)")
+            continue
+        ours = table["ssft"][key]
+        others = ", ".join(f"{m} {table[m][key]:.3f} ({ours - table[m][key]:+.3f})" for m in table
+                           if m != "ssft" and key in table[m] and not (key in DIVERSITY and nothing_correct(table[m])))
+        parts.append(f"{key} {ours:.3f} vs {others or 'no method with a correct answer'}")
+    return "Headline, ssft vs baselines: " + "; ".join(parts) + ".\n\n"
+
+
+def tag_notes(table: dict[str, dict]) -> str:
+    """Beside the table: which tag each pass@1 row samples, per method, and why ``pass@1_tag1`` (the paper's
+    protocol) can trail ``pass@1_val_tag`` (the headline's)."""
+    lines = ["Which tag each pass@1 row samples:",
+             "- `pass@1`: every sample of every tag (no tag chosen).",
+             "- `pass@1_val_tag` (headline): the tag with the best accuracy on the validation questions, chosen "
+             "before the evaluation questions are seen.",
+             "- `pass@1_tag1`: always `<think1>`, the paper's protocol.",
+             "- `pass@1_best_tag`: the tag training matched to the most distinct traces (the paper's Eq. 4).",
+             "- an untagged method (sft) has one prompt, so all four rows are the same samples."]
+    chosen = [f"{m} val_tag {int(v['val_tag'])}" + (f", best_tag {int(v['best_tag'])}" if "best_tag" in v else "")
+              for m, v in table.items() if v.get("val_tag")]  # 0: an untagged method's one prompt
+    if chosen:
+        lines.append(f"- chosen here: {'; '.join(chosen)}.")
+    for m, v in table.items():
+        tag1, val = v.get("pass@1_tag1"), v.get("pass@1_val_tag")
+        if tag1 is None or val is None or not v.get("val_tag") or val - tag1 < 0.01:
+            continue
+        t = int(v["val_tag"])
+        lines.append(
+            f"- {m}: `pass@1_tag1` {tag1:.3f} trails `pass@1_val_tag` {val:.3f}. Matching decides which tag learns "
+            f"which mode, so tag 1 is an arbitrary one: here it is right on {v.get('acc_tag1', tag1):.3f} of its "
+            f"samples against tag {t}'s {v.get(f'acc_tag{t}', val):.3f}, and its generations run "
+            f"{v.get('len_tag1', 0):.0f} tokens against {v.get(f'len_tag{t}', 0):.0f} (a tag that drifts to "
+            "generations of no known mode). The validation tag avoids such a tag; the paper's row does not.")
+    return "\n".join(lines) + "\n"
+
+
+def terminal_line(results_dir: Path, table: dict[str, dict]) -> str:
+    """What the report stage prints: where the table is, and the headline (the table is printed once, by whoever
+    shows the pipeline's end)."""
+    line = headline(table).strip() or f"methods {', '.join(table)}"
+    return f"{Path(results_dir) / 'summary.md'}: {line}"
 
 
 def write_report(results_dir: Path, methods: list[str]) -> str:
+    """summary.md (headline, table, which tag each pass@1 row samples) and summary.json; returns the one line
+    the stage prints."""
     table = collect(results_dir, methods)
     text = "# SSFT vs baselines\n\n" + headline(table) + "Sampled metrics at eval.temperature; `_greedy` = one " \
-           "greedy generation per tag; headline rows in bold.\n\n" + markdown(table)
+           f"greedy generation per tag; headline rows marked{HEADLINE_MARK}.\n\n" + markdown(table)
+    if any(nothing_correct(v) for v in table.values()):
+        text += "\nn/a: coverage, purity and nmi of a method that answered nothing correctly (pass@1 = pass@N = 0).\n"
+    text += "\n" + tag_notes(table)
     atomic.write_text(Path(results_dir) / "summary.md", text)
     atomic.write_text(Path(results_dir) / "summary.json", json.dumps(table, indent=2, sort_keys=True))
-    return text
+    return terminal_line(results_dir, table)

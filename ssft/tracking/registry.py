@@ -1,5 +1,6 @@
 """The model registry: the SSFT model (tokenizer and tag list included) as a new version of ``ssft-<task>``,
-with aliases ``candidate`` (newest) and ``champion`` (best cons@N so far)."""
+linked to the run that trained it, with aliases ``candidate`` (newest) and ``champion`` (gated: its cons@N beats
+the current champion's and the baselines' of the same pipeline run)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,19 @@ def register(client: MlflowClient, cfg: Config, root: Path, model_dir: Path, que
     info = mlflow.transformers.log_model({"model": model, "tokenizer": tokenizer}, name="model",
                                          task="text-generation", pip_requirements=PIP_REQUIREMENTS,
                                          input_example=input_example(tokenizer, meta, question), signature=SIGNATURE,
-                                         metadata={"forking_tags": meta["tags"], "method": meta["method"]},
-                                         registered_model_name=name, await_registration_for=60)
+                                         metadata={"forking_tags": meta["tags"], "method": meta["method"]})
     mlflow.log_artifact(str(Path(model_dir) / models.TAGS_FILE), "model_extras")
-    version = int(info.registered_model_version)
+    # The version belongs to the training run (the active run is its `register` child): its run page lists it
+    # under "Registered models", and the version's "Source run" opens the run with the curves.
+    active = mlflow.active_run()
+    training = active.data.tags.get("mlflow.parentRunId", active.info.run_id) if active else None
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = int(client.create_model_version(name, info.model_uri, run_id=training, model_id=info.model_id,
+                                              await_creation_for=60).version)
     lineage = {"base_model": cfg.model.checkpoint or "tiny", "data_source": cfg.data.source,
                "dvc_data_md5": dvc_data_hash(root), "checker": cfg.data.checker, "dataset": cfg.dataset_name}
     for key, value in lineage.items():  # what the version was trained from, readable in the registry UI
@@ -51,9 +61,29 @@ def register(client: MlflowClient, cfg: Config, root: Path, model_dir: Path, que
     return {"name": name, "version": version}
 
 
-def promote(client: MlflowClient, name: str, version: int, cons: float, info: dict[str, Any]) -> dict[str, Any]:
+BASELINES = ("sft",)  # the methods a new champion must beat in its own pipeline run (besides the champion)
+
+
+def baseline_cons(client: MlflowClient, run_id: str, method: str) -> float | None:
+    """cons@N of ``method``'s training run in the pipeline run that trained ``run_id`` (the newest such run);
+    None when it has none, or it is not evaluated yet."""
+    run = client.get_run(run_id)
+    pipeline = run.data.tags.get("pipeline_run_id")
+    if not pipeline:
+        return None
+    found = [r for r in client.search_runs(
+        [run.info.experiment_id], f"tags.method = '{method}' and tags.pipeline_run_id = '{pipeline}'",
+        order_by=["attributes.start_time DESC"]) if "stage" not in r.data.tags]
+    key = f"eval/{metric_name('cons@N')}"
+    return next((r.data.metrics[key] for r in found if key in r.data.metrics), None)
+
+
+def promote(client: MlflowClient, name: str, version: int, cons: float, info: dict[str, Any],
+            baselines: tuple[str, ...] = BASELINES) -> dict[str, Any]:
     """Alias ``candidate`` -> ``version``; ``champion`` too when its cons@N beats the current champion's (or
-    there is none). ``info`` (name, version, run id) is returned with the outcome added."""
+    there is none) and every baseline's of the same pipeline run (``info["run_id"]``: the training run). A
+    baseline that is missing or not evaluated yet blocks the promotion: a champion is never crowned unchecked.
+    ``info`` (name, version, run id) is returned with the outcome and its reason added."""
     client.set_model_version_tag(name, str(version), metric_name("cons@N"), str(cons))
     if "run_id" in info:
         client.set_model_version_tag(name, str(version), "run_id", info["run_id"])
@@ -63,9 +93,20 @@ def promote(client: MlflowClient, name: str, version: int, cons: float, info: di
         champ_cons = float(champ.tags.get(metric_name("cons@N"), "-inf"))
     except mlflow.exceptions.MlflowException:
         champ, champ_cons = None, float("-inf")
-    promoted = cons > champ_cons
+    reasons = [] if cons > champ_cons else [f"cons@N {cons:.3f} does not beat champion v{champ.version}'s "
+                                            f"{champ_cons:.3f}" if champ else f"cons@N {cons:.3f}"]
+    for method in baselines:
+        ref = baseline_cons(client, info["run_id"], method) if "run_id" in info else None
+        if ref is None:
+            reasons.append(f"no evaluated {method} run in this pipeline run to compare with")
+        elif cons <= ref:
+            reasons.append(f"cons@N {cons:.3f} does not beat {method}'s {ref:.3f}")
+    promoted = not reasons
     if promoted:
         client.set_registered_model_alias(name, "champion", str(version))
-    champion = version if promoted or champ is None else int(champ.version)
-    log.info("registered %s v%d (cons@N %.3f); champion: v%d", name, version, cons, champion)
-    return {"registered": True, **info, "cons@N": cons, "champion": champion, "promoted": promoted}
+    champion = version if promoted else (int(champ.version) if champ else None)
+    reason = "beats the champion and " + ", ".join(baselines) if promoted else "; ".join(reasons)
+    client.set_model_version_tag(name, str(version), "champion_decision", reason)
+    log.info("registered %s v%d (cons@N %.3f); %s; champion: %s", name, version, cons,
+             "promoted" if promoted else f"not promoted ({reason})", f"v{champion}" if champion else "none")
+    return {"registered": True, **info, "cons@N": cons, "champion": champion, "promoted": promoted, "reason": reason}

@@ -27,21 +27,22 @@ from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
-from transformers import TrainerCallback
 
 from ssft import env
 from ssft.config import Config, ConfigError
 from ssft.data.dataset import STATS_FILE as TRACE_STATS_FILE
 from ssft.env import git_commit
 from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
+from ssft.eval.report import COMPARED
 from ssft.generation.openai import redact  # the one redaction (credentials and query) of every URL shown
 from ssft.tracking import registry
-from ssft.tracking.figures import counts_table, eval_figures, heatmap, tag_mode_table, to_image
+from ssft.tracking.figures import eval_figures, tag_mode_table
 from ssft.tracking.names import dvc_data_hash, experiment_name, metric_name, mlflow_safe
 
 log = logging.getLogger(__name__)
 URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>,]+")
 SYSTEM_METRICS_INTERVAL_S = 5.0
+DATASET_PARAM = "dataset"  # params dataset.<count>.<source>: the traces stage's counts, and traces over the context
 
 
 def now_ms() -> int:
@@ -76,9 +77,53 @@ def run_link(ui: str, experiment_id: str, run_id: str) -> str:
 
 
 def compare_link(ui: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's classic Compare page of these runs (tables of params and metrics, the common artifacts)."""
     from urllib.parse import quote
 
     return f"{ui}/#/compare-runs?runs={quote(json.dumps(run_ids))}&experiments={quote(json.dumps([experiment_id]))}"
+
+
+# The charts a comparison opens on, first: the headline metrics as bars, the training loss as lines; every other
+# metric keeps its generated chart in a section of its prefix, collapsed.
+COMPARE_CHARTS = (("BAR", "eval/cons_at_N"), ("BAR", "eval/pass_at_1_val_tag"), ("BAR", "eval/coverage"),
+                  ("BAR", "eval/pass_at_N"), ("LINE", "train/loss"), ("BAR", "eval/pass_at_1_tag1"))
+COLLAPSED_SECTIONS = ("eval", "match", "train", "Model metrics", "System metrics")  # MLflow's two own sections
+
+
+def compare_view(client: MlflowClient, ui: str, experiment_id: str, run_ids: list[str], key: str) -> str:
+    """A link to the experiment's chart view of just these runs, opening on :data:`COMPARE_CHARTS`: an MLflow
+    shared view (what its "Share" button saves: the view's state in the experiment tag
+    ``mlflow.sharedViewState.<key>``, the link naming ``key``)."""
+    first = {"uuid": "ssft-compare", "name": "SSFT vs baselines", "display": True, "isReordered": True,
+             "deleted": False, "isGenerated": False}
+    sections = [first, *({"uuid": f"ssft-{name}", "name": name, "display": False, "isReordered": False,
+                          "deleted": False, "isGenerated": True} for name in COLLAPSED_SECTIONS)]
+    charts = []
+    for kind, metric in COMPARE_CHARTS:
+        chart = {"uuid": f"ssft-{metric}", "type": kind, "metricKey": metric, "metricSectionId": first["uuid"],
+                 "isGenerated": False, "deleted": False, "runsCountToCompare": 10}
+        if kind == "LINE":
+            chart |= {"selectedMetricKeys": [metric], "lineSmoothness": 0, "scaleType": "linear",
+                      "xAxisScaleType": "linear", "xAxisKey": "step", "selectedXAxisMetricKey": ""}
+        charts.append(chart)
+    ids = ", ".join(f"'{r}'" for r in run_ids)
+    state = {"searchFilter": f"attributes.run_id IN ({ids})", "orderByKey": "attributes.start_time",
+             "orderByAsc": True, "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
+             "modelVersionFilter": "All Runs", "compareRunCharts": charts, "compareRunSections": sections,
+             "isAccordionReordered": True, "hideEmptyCharts": True, "useGroupedValuesInCharts": True,
+             "runsHiddenMode": "SHOW_ALL", "runListHidden": False, "viewMaximized": False, "groupBy": None,
+             "groupsExpanded": {}, "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0,
+                                                             "selectedXAxisMetricKey": ""}}
+    client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_TAG}{key}", json.dumps(state))
+    return f"{ui}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}&compareRunsMode=CHART"
+
+
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow UI's prefix for a shared view's experiment tag
+
+
+def comparison_artifact(plot: Path) -> str:
+    """Where a report figure lies in every method's run: top level, the same name in each."""
+    return f"comparison_{Path(plot).name}"
 
 
 def pipeline_run() -> str:
@@ -241,18 +286,23 @@ class Tracker:
             mlflow.log_input(dataset, context="training")
 
     def _log_trace_stats(self, rid: str, path: Path) -> None:
-        """What the traces stage kept and dropped, per source: the file, and metrics data/<count>/<source>."""
+        """What the traces stage kept and dropped, per source: the file, and params ``dataset.<count>.<source>``
+        (facts about the data, the same for every method: params, so Compare's metric views and the run page's
+        charts start with what training and evaluation measured)."""
         if not path.exists():
             return
         stats = json.loads(path.read_text())
         self.client.log_dict(rid, stats, "data/stats.json")
-        per = stats.get("train", {}).get("per_source", {})
-        metrics = [mlflow.entities.Metric(f"data/{what}/{mlflow_safe(source)}", float(n), now_ms(), 0)
-                   for source, counts in per.items() for what, n in counts.items()]
-        metrics += [mlflow.entities.Metric(f"data/{k}", float(stats["train"][k]), now_ms(), 0)
-                    for k in ("questions", "traces", "dropped_questions") if k in stats.get("train", {})]
-        for i in range(0, len(metrics), 900):
-            self.client.log_batch(rid, metrics=metrics[i:i + 900])
+        train = stats.get("train", {})
+        params = {f"{DATASET_PARAM}.{what}.{mlflow_safe(source)}": n
+                  for source, counts in train.get("per_source", {}).items() for what, n in counts.items()}
+        params |= {f"{DATASET_PARAM}.{k}": train[k] for k in ("questions", "traces", "dropped_questions") if k in train}
+        self._log_params(rid, params)
+
+    def _log_params(self, rid: str, params: dict[str, Any]) -> None:
+        items = [mlflow.entities.Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 90):
+            self.client.log_batch(rid, params=items[i:i + 90])
 
     def attach(self, method: str, model_dir: Path) -> str:
         """The run that trained the model in ``model_dir`` (a new run if none is known, e.g. a copied model)."""
@@ -276,31 +326,40 @@ class Tracker:
 
     # -- evaluation -------------------------------------------------------------------------
     def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
-        """Every metric of metrics.json, figures and tables into a child run ``evaluate`` of the model's run;
-        the metrics and figures also onto the model's run itself (without reopening it), so the runs view and
-        Compare put the methods side by side."""
+        """Every metric of metrics.json, figures and tables into a child run ``evaluate`` of the model's run; the
+        report's compared rows (``COMPARED``) and the figures also onto the model's run itself (without reopening
+        it), so the runs view and Compare put the methods side by side: its figures at the top of its artifacts
+        (``eval_<figure>.png``), where Compare's Artifacts tab finds the files the runs have in common."""
         rid = self.attach(method, model_dir)
         metrics = json.loads((Path(results_dir) / METRICS_FILE).read_text())
         details = [json.loads(line) for line in (Path(results_dir) / DETAILS_FILE).read_text().splitlines()]
         batch = [mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0) for k, v in metrics.items()]
         figures = eval_figures(metrics, details, self.cfg.ssft.num_tags)
         with self.child_run(rid, "evaluate") as child:
-            for run_id in (child, rid):
-                self.client.log_batch(run_id, metrics=batch)
-                for name, fig in figures.items():
-                    self.client.log_figure(run_id, fig, f"eval/{name}.png")
+            self.client.log_batch(child, metrics=batch)
+            compared = {f"eval/{metric_name(k)}" for k in COMPARED}
+            self.client.log_batch(rid, metrics=[m for m in batch if m.key in compared])
+            for name, fig in figures.items():
+                self.client.log_figure(child, fig, f"eval/{name}.png")
+                self.client.log_figure(rid, fig, f"eval_{name}.png")
             self.client.log_dict(child, metrics, "eval/metrics.json")
             self.client.log_table(child, tag_mode_table(details), "eval/tag_mode_counts.json")
             self.client.log_artifact(child, str(Path(results_dir) / DETAILS_FILE), "eval")
 
     def log_comparison(self, methods: list[str], models_dir: Path, plots: list[Path]) -> None:
-        """The report's cross-method figures into every method's run (``comparison/``): Compare shows them
-        side by side, and each run's page shows where it stands."""
-        for method in methods:
-            if (Path(models_dir) / method).is_dir():
-                rid = self.attach(method, Path(models_dir) / method)
-                for plot in plots:
-                    self.client.log_artifact(rid, str(plot), "comparison")
+        """The report's cross-method figures into every method's run, at the top of its artifacts as
+        ``comparison_<figure>.png`` (Compare's Artifacts tab lists only top-level files common to all runs); each
+        run's page shows where it stands."""
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            named = [Path(shutil.copyfile(plot, Path(tmp) / comparison_artifact(plot))) for plot in plots]
+            for method in methods:
+                if (Path(models_dir) / method).is_dir():
+                    rid = self.attach(method, Path(models_dir) / method)
+                    for plot in named:
+                        self.client.log_artifact(rid, str(plot))
 
     def open_run(self, name: str, parent: str | None = None, tags: dict[str, str] | None = None) -> str:
         """A run that groups others (a study; one of its cells), left RUNNING until :meth:`close_run`."""
@@ -344,7 +403,9 @@ class TrainingRun:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client, self.run_id = client, run_id
 
-    def callbacks(self) -> list[TrainerCallback]:
+    def callbacks(self) -> list:
+        from ssft.tracking.callback import MlflowTrainingCallback  # transformers' Trainer: the train stage only
+
         return [MlflowTrainingCallback(self.client, self.run_id)]
 
     def finish(self, model_dir: Path, stats: dict) -> None:
@@ -357,39 +418,5 @@ class TrainingRun:
         self.client.log_artifact(self.run_id, str(Path(model_dir) / TAGS_FILE), "train")
         over = stats.get("context", {}).get("over_context", {})  # traces too long for the model, per source
         if over:
-            self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(
-                f"data/over_context/{mlflow_safe(source)}", float(n), now_ms(), 0) for source, n in over.items()])
-
-
-class MlflowTrainingCallback(TrainerCallback):
-    """Everything the trainer logs: loss, learning rate, tokens/s per logging step; each closed epoch's
-    assignment statistics (``match/*`` records, at the training step the epoch ended) as metrics, a table and
-    one image series of tag x source heatmaps."""
-
-    STEP_KEYS = ("loss", "learning_rate", "tokens_per_s", "grad_norm", "matched_cost", "host_ms")
-
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        if not state.is_world_process_zero or not logs:
-            return
-        if "match/epoch" in logs:
-            self.log_epoch(logs)
-            return
-        metrics = [mlflow.entities.Metric(f"train/{k}", float(logs[k]), now_ms(), state.global_step)
-                   for k in self.STEP_KEYS if isinstance(logs.get(k), (int, float))]
-        if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
-
-    def log_epoch(self, logs: dict) -> None:
-        e, step = int(logs["match/epoch"]), int(logs["match/step"])
-        scalars = {k: v for k, v in logs.items() if k.startswith("match/") and k not in ("match/epoch", "match/step")
-                   and isinstance(v, (int, float))}
-        self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), now_ms(), step)
-                                                    for k, v in scalars.items()])
-        counts = logs["match/tag_source_counts"]
-        self.client.log_table(self.run_id, counts_table(counts), f"match/tag_source_epoch{e:03d}.json")
-        # One image series with a step slider in the run's Artifacts/Images, not a file per epoch.
-        self.client.log_image(self.run_id, to_image(heatmap(counts, f"tag x source matches, epoch {e}", "source")),
-                              key="match/tag_source", step=e)
+            self.client.log_batch(self.run_id, params=[mlflow.entities.Param(
+                f"{DATASET_PARAM}.over_context.{mlflow_safe(source)}", str(n)) for source, n in over.items()])

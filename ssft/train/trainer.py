@@ -250,19 +250,36 @@ class StatsCallback(TrainerCallback, ExportableState):
         if self.stats.questions:
             s = self.stats.close_epoch(len(self.stats.history), state.global_step)
             if state.is_world_process_zero:
-                churn = "-" if s["churn"] is None else f"{s['churn']:.3f}"
-                log.info("epoch %d (step %d): churn %s, assignment entropy %.3f, matched cost %s, tag match %s",
-                         s["epoch"], s["step"], churn, s["assignment_entropy"], s["mean_matched_cost"],
-                         {t: round(v, 2) for t, v in s["tag_match_rate"].items()})
+                log.info("%s", epoch_line(s))
+
+
+def epoch_line(s: dict) -> str:
+    """An epoch's line, numbers rounded: the matching statistics where tags were assigned (an untagged method,
+    sft, trains every trace under its one shared tag: they would mean nothing)."""
+    head = f"epoch {s['epoch']} (step {s['step']}): {s['questions']} questions"
+    if set(s["tag_source_counts"]) <= {"0"}:
+        return f"{head}, one shared tag (no matching)"
+    parts = [head]
+    if s["churn"] is not None:
+        parts.append(f"churn {s['churn']:.2f}")
+    parts.append(f"assignment entropy {s['assignment_entropy']:.2f}")
+    if s["mean_matched_cost"] is not None:
+        parts.append(f"matched cost {s['mean_matched_cost']:.2f}")
+    rates = s["tag_match_rate"]
+    parts.append("tag match " + " ".join(f"{t}:{v:.2f}" for t, v in rates.items()))
+    dead = [t for t, v in rates.items() if v == 0]
+    if dead:
+        parts.append(f"dead tags {','.join(dead)}")
+    return ", ".join(parts)
 
 
 class ProgressLineCallback(TrainerCallback):
     """A progress line, fixed key order: step, loss, lr, steps/s, tokens/s, host ms per micro-batch, ETA. At the
     first logging step, then at most every ``every_s`` seconds, and at the last step: MLflow gets every logging
-    step, the terminal a readable pace."""
+    step, the terminal a readable pace. Each line opens with the method, as trainings run side by side."""
 
-    def __init__(self, every_s: float = 15.0) -> None:
-        self.every_s = every_s
+    def __init__(self, method: str = "", every_s: float = 15.0) -> None:
+        self.method, self.every_s = method, every_s
         self.t0 = self.last = time.monotonic()
         self.step0 = 0
 
@@ -278,8 +295,9 @@ class ProgressLineCallback(TrainerCallback):
         self.last = now
         rate = (state.global_step - self.step0) / max(time.monotonic() - self.t0, 1e-9)
         eta = (state.max_steps - state.global_step) / max(rate, 1e-9)
-        log.info("step %d/%d  loss %.4f  lr %.2e  %.2f steps/s  %.0f tok/s  host %.1f ms  ETA %dm%02ds",
-                 state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate", 0.0), rate,
+        log.info("%sstep %d/%d  loss %.4f  lr %.2e  %.2f steps/s  %.0f tok/s  host %.1f ms  ETA %dm%02ds",
+                 f"{self.method} " if self.method else "", state.global_step, state.max_steps, logs["loss"],
+                 logs.get("learning_rate", 0.0), rate,
                  logs.get("tokens_per_s", 0.0), logs.get("host_ms", 0.0), eta // 60, eta % 60)
 
 
@@ -485,7 +503,7 @@ def train(cfg: Config, method: Method, model: PreTrainedModel, tokenizer: PreTra
     """
     stats_cb = StatsCallback(cfg.ssft.num_tags)
     trainer = SSFTTrainer(model=model, args=training_args(cfg, ckpt_dir), train_dataset=QuestionDataset(examples),
-                          data_collator=collate, callbacks=[stats_cb, ProgressLineCallback(), *callbacks],
+                          data_collator=collate, callbacks=[stats_cb, ProgressLineCallback(method.name), *callbacks],
                           method=method, cfg=cfg, pad_id=tokenizer.pad_token_id)
     trainer.remove_callback(PrinterCallback)  # ProgressLineCallback prints one line per log instead
     if trainer.is_fsdp_enabled and cfg.model.lora_rank:
