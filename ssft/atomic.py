@@ -22,11 +22,54 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError that names no file (pyarrow's, a full disk inside a library) names ``path``:
+    ``[Errno 28] No space left on device: 'data/traces.tmp/train.parquet'``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, os.strerror(e.errno), str(path)) from e
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Write one file: the block fills the yielded sibling temp, which replaces ``path`` when the block ends;
+    when it raises (a full disk), the temp is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    tmp.write_bytes(data)
+    try:
+        with naming(path):
+            yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+@contextmanager
+def filling(out: Path) -> Iterator[Path]:
+    """Write a directory as one unit: the block fills the yielded sibling ``.tmp`` (a stale one, left by a
+    killed run, is removed first), which replaces ``out`` whole when the block ends; when it raises (a full
+    disk), the ``.tmp`` is removed and ``out`` is untouched."""
+    out = Path(out)
+    tmp = temp_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)  # never mixed into this run
+    try:
+        with naming(out):
+            tmp.mkdir(parents=True)
+            yield tmp
+            replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_dir(tmp: Path, out: Path) -> None:

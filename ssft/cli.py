@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from pathlib import Path
 
 import yaml
@@ -257,12 +258,37 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)  # bad input: the message names the file or field and the fix
         log.debug("traceback", exc_info=True)
         return 2
-    except OSError as e:  # the machine, not the code: a full or read-only disk, a permission
-        log.error("%s: %s%s", type(e).__name__, e, "; free space or choose another output directory"
-                  if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES) else "")
+    except Exception as e:  # the machine, not the code: a full or read-only disk, a permission
+        disk = _os_error(e)
+        if disk is None:
+            raise  # anything else is a bug: its traceback is shown and the exit status is 1
+        outputs = [str(v) for a in ("out", "checkpoints", "models", "results") if (v := getattr(args, a, None))]
+        where = f" (writing under {' or '.join(outputs)})" if disk.filename is None and outputs else ""
+        log.error("%s: %s%s%s", type(disk).__name__, disk, where, "; free space or choose another output directory"
+                  if disk.errno in DISK_ERRNOS else "")
         log.debug("traceback", exc_info=True)
         return 2
-    return 0  # anything else is a bug: its traceback is shown and the exit status is 1
+    return 0
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+TORCH_WRITE_FAILED = re.compile(r"iostream error|PytorchStreamWriter failed|inline_container|file write failed")
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or a failed write a library reported in its own type. A checkpoint on
+    a full disk fails in safetensors (``SafetensorError`` "... I/O error: No space left on device (os error
+    28)", the weights) or in ``torch.save`` (a ``RuntimeError`` without the errno: "basic_ios::clear: iostream
+    error", "PytorchStreamWriter failed writing file ...", the optimizer state)."""
+    if isinstance(e, OSError):
+        return e
+    if type(e).__name__ == "SafetensorError" and (found := re.search(r"\(os error (\d+)\)", str(e))):
+        return OSError(int(found[1]), os.strerror(int(found[1])))
+    in_torch_save = any(f.filename.endswith(os.path.join("torch", "serialization.py"))
+                        for f in traceback.extract_tb(e.__traceback__))
+    if isinstance(e, RuntimeError) and in_torch_save and TORCH_WRITE_FAILED.search(str(e)):
+        return OSError(errno.EIO, f"torch.save could not write ({str(e).splitlines()[0]}); is the disk full?")
+    return None
 
 
 if __name__ == "__main__":

@@ -183,3 +183,96 @@ def test_truncated_weights_in_the_newest_checkpoint_fall_back_to_the_previous(
     weights.write_bytes(weights.read_bytes()[:-100])  # the disk filled up while writing
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     assert "checkpoint-8: model.safetensors truncated" in caplog.text
+
+
+# -- a full disk: one line naming where, exit 2, no .tmp left behind -----------------------------------------
+def _unshare_works() -> bool:
+    import shutil
+
+    return bool(shutil.which("unshare")) and subprocess.run(["unshare", "-rm", "true"],
+                                                            capture_output=True).returncode == 0
+
+
+FULL = [pytest.param("tmpfs", marks=pytest.mark.skipif(not _unshare_works(), reason="no user+mount namespaces")),
+        "fsize"]
+
+
+def _ssft_on_a_full_disk(args: list[str], disk: Path, how: str, size: int) -> tuple[int, str, list[str]]:
+    """``ssft ARGS`` writing into ``disk`` that fills after ``size`` bytes: a tmpfs of that size mounted there (in a
+    user+mount namespace: a real ENOSPC), or a file size limit (RLIMIT_FSIZE: EFBIG, which the disk's owner sees
+    as its quota). Returns (exit status, stderr, the .tmp files and directories left under ``disk``)."""
+    import resource
+
+    disk.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "ssft.cli", *args]
+    if how == "tmpfs":  # the mount goes with the namespace: list what is left inside it
+        script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; d="$2"; shift 2; "$@"; rc=$?; '
+                  'echo LEFT:; find "$d" -name "*.tmp"; exit $rc')
+        proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(size), str(disk), *cmd],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 99, proc.stderr
+        return proc.returncode, proc.stderr, proc.stdout.split("LEFT:")[-1].split()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size)))
+    return proc.returncode, proc.stderr, [str(p) for p in disk.rglob("*.tmp")]
+
+
+def _one_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("how", FULL)
+def test_a_full_disk_while_writing_traces_names_the_path_and_leaves_no_tmp(tmp_path: Path, how: str) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    disk = tmp_path / "disk"
+    rc, err, left = _ssft_on_a_full_disk(["--params", str(params), "traces", "--out", str(disk / "traces")], disk,
+                                         how, 4000)
+    line = _one_line(err)
+    assert rc == 2, err
+    assert str(disk / "traces") in line and "free space or choose another output directory" in line, line
+    assert not left, f"left behind: {left}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, size", [("tmpfs", 40_000), ("tmpfs", 120_000),
+                                       ("fsize", 120_000)], ids=["tmpfs-weights", "tmpfs-optimizer", "fsize"])
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_exit_2(tmp_path: Path, trace_dir: Path, how: str,
+                                                                   size: int) -> None:
+    if how == "tmpfs" and not _unshare_works():
+        pytest.skip("no user+mount namespaces")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**TINY, "tracking": {"enabled": False}}))
+    # 40 KB: the weights (80 KB) do not fit (safetensors: SafetensorError, exit 1); 120 KB: they do, the optimizer
+    # state does not (torch.save: RuntimeError "basic_ios::clear: iostream error", exit 1)
+    disk = tmp_path / "disk"
+    rc, err, _ = _ssft_on_a_full_disk(["--params", str(params), "train", "--method", "ssft", "--traces",
+                                       str(trace_dir), "--models", str(tmp_path / "models"), "--checkpoints",
+                                       str(disk)], disk, how, size)
+    line = _one_line(err)
+    assert rc == 2, err
+    assert str(disk) in line and "free space or choose another output directory" in line, line
+
+
+# -- model.max_length: 0 is the model's own positions, never an unbounded allocation ------------------------
+def test_no_max_length_caps_the_context_at_the_models_positions(tmp_path: Path, trace_dir: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from conftest import tiny_cfg
+
+    from ssft.data import traces
+    from ssft.train.trainer import run_stage
+
+    rows = traces.read_rows(trace_dir / "train.parquet")
+    long = {"question_id": "long", "question": "1+2+3+4?", "answer": "10", "mode": None}
+    rows += [{**long, "trace": "1+2=3 " * 800 + "#10", "source": "l2r"},  # 4803 characters: over 4096 positions
+             {**long, "trace": "1+2=3 3+3=6 6+4=10 #10", "source": "pair"},
+             {**long, "trace": "4+3=7 7+2=9 9+1=10 #10", "source": "r2l"}]
+    traces.write(rows, tmp_path / "train.parquet")
+    cfg = tiny_cfg(**{"model.max_length": 0, "train.max_steps": 2, "train.save_steps": 2})
+    # was: no limit, the 4803-token trace trained (a 400 KB one tried to allocate 160 GB)
+    stats = run_stage(cfg, "sft", tmp_path / "train.parquet", tmp_path / "model", tmp_path / "ckpt")
+    assert stats["context"]["limit"] == 4096 and stats["context"]["over_context"] == {"l2r": 1}
+    assert stats["context"]["dropped_traces"] == 1 and stats["context"]["dropped_questions"] == 0
+    assert "1 trace(s) over the model's max_position_embeddings=4096 tokens dropped" in caplog.text

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +103,11 @@ def build(cfg: Config, out: Path) -> dict:
                              "eval": {"questions": len({r["question_id"] for r in rows["eval"]})}}
     train_rows = [{"question_id": q.question_id, "question": q.question, "answer": q.answer, "trace": t,
                    "source": s, "mode": m} for q in kept for t, s, m in zip(q.traces, q.sources, q.modes)]
-    tmp = atomic.temp_path(out)
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run: never mixed into this one
-    tmp.mkdir(parents=True)
-    traces.write(train_rows, tmp / "train.parquet")
-    traces.write(rows["eval"], tmp / "eval.parquet")
-    traces.write(rows["val"], tmp / "val.parquet")  # empty when validation is off: still a file DVC can track
-    (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.replace_dir(tmp, out)
+    with atomic.filling(out) as tmp:  # a full disk: one error naming the file, no traces.tmp left
+        traces.write(train_rows, tmp / "train.parquet")
+        traces.write(rows["eval"], tmp / "eval.parquet")
+        traces.write(rows["val"], tmp / "val.parquet")  # empty when validation is off: still a file DVC can track
+        atomic.write_text(tmp / STATS_FILE, json.dumps(stats, indent=2))
     log.info("traces (%s, checker %s): %d training questions, %d traces, %d held-out questions; per source "
              "kept/empty/wrong/lone: %s", cfg.data.source, cfg.data.checker, report["questions"], report["traces"],
              stats["eval"]["questions"], {s: "/".join(map(str, c.values())) for s, c in report["per_source"].items()})

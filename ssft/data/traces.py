@@ -11,7 +11,6 @@ with fewer than 2 traces is dropped and counted, never silently.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,13 +51,10 @@ def write(rows: list[dict], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic.temp_path(path)
     table = pa.table({c: pa.array([None if r.get(c) is None else str(r[c]) for r in rows], pa.string())
                       for c in COLUMNS})
-    pq.write_table(table, str(tmp))
-    os.replace(tmp, path)
+    with atomic.replacing(Path(path)) as tmp:  # a full disk: the error names the file, no temp is left
+        pq.write_table(table, str(tmp))
 
 
 def num_rows(path: Path) -> int:

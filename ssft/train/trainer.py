@@ -106,7 +106,7 @@ def within_context(examples: list[Example], limit: int | None, setting: str) -> 
                                         sources=tuple(ex.sources[j] for j in keep),
                                         strategy=tuple(ex.strategy[j] for j in keep)))
     report = {"limit": limit, "longest": longest, "over_context": dict(sorted(over.items())),
-              "dropped_questions": dropped}
+              "dropped_traces": sum(over.values()), "dropped_questions": dropped}
     if over:
         log.warning("%d trace(s) over %s=%s tokens dropped (per source: %s), %d question(s) left with < 2 traces",
                     sum(over.values()), setting, limit, report["over_context"], dropped)
@@ -673,11 +673,11 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
     model, tokenizer = models.build(cfg.model, cfg.ssft.num_tags, cfg.seed)
     layout = models.prompt_layout(cfg.model, tokenizer, cfg.ssft.num_tags)
     examples = tokenize(questions, tokenizer, cfg.ssft.num_tags, sources, layout=layout)
-    # model.max_length, else the checkpoint's context (a tiny model from config has no fixed one)
-    limit = cfg.model.max_length or (getattr(model.config, "max_position_embeddings", None) if cfg.model.checkpoint
-                                     else None)
+    # model.max_length, else the model's positions (a checkpoint's context; a tiny model's from config: its
+    # max_length, 4096 when 0): a longer trace is dropped and counted (unbounded, a 400 KB trace asked for 160 GB)
+    limit = cfg.model.max_length or getattr(model.config, "max_position_embeddings", None)
     examples, context = within_context(examples, limit, "model.max_length" if cfg.model.max_length else
-                                       "the checkpoint's max_position_embeddings")
+                                       "the model's max_position_embeddings")
     training_args(cfg, ckpt_dir)  # every training setting is checked before a checkpoint is touched
     prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method.name, train_file),
                            fingerprinted(cfg, method.name, train_file))
