@@ -4,7 +4,10 @@
 
 The shipped settings of params.yaml (model, task, N = M = 4, L, prefix cache). Prints, against one SFT step
 that trains the same sequences: a full SSFT step (score + match + train), the same with full-trace scoring
-and without the prefix cache, and scoring alone. Steps are interleaved so load changes hit every case alike.
+and without the prefix cache, and scoring alone; each SSFT step also with packed scoring (``ssft.scoring:
+packed``, one row per question) at the shipped L and at a longer one (``--long-cost-tokens``), next to the
+batched step. Steps are interleaved so load changes hit every case alike. The line before the last:
+``packed/batched ssft step: L=<L> <ratio>, L=<long> <ratio>``.
 Last line: ``ssft_step/sft_step=<ratio> agreement=<fraction>``, where agreement is the share of questions
 whose assignment from the shipped scoring equals the one from a naive reference (one unpadded forward per
 (trace, tag) pair, full-vocabulary float64 log-softmax) on the model as trained by the timed steps.
@@ -49,10 +52,11 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=8)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    ap.add_argument("--long-cost-tokens", type=int, default=32, help="the longer L of the packed/batched ratio")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load(args.params)
-    n, L = cfg.ssft.num_tags, cfg.ssft.cost_tokens
+    n, L, long_l = cfg.ssft.num_tags, cfg.ssft.cost_tokens, args.long_cost_tokens
     model, tok = build(cfg.model, n, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
@@ -69,16 +73,20 @@ def main() -> None:
         opt.step()
         opt.zero_grad()
 
-    def ssft_step(cost_tokens: int, cache: bool) -> None:
-        costs = score_costs(model, items, cost_tokens, tok.pad_token_id, cache)
+    def ssft_step(cost_tokens: int, cache: bool, scoring: str = "batched") -> None:
+        costs = score_costs(model, items, cost_tokens, tok.pad_token_id, cache, scoring)
         train_step([[int(t) + 1 for t in assign(c)] for c in costs])
 
     cases: dict[str, Callable[[], object]] = {
         "sft step": lambda: train_step([[None] * m for _ in exs]),
         f"ssft step (L={L}, prefix cache)": lambda: ssft_step(L, True),
+        f"ssft step (L={L}, packed)": lambda: ssft_step(L, True, "packed"),
         f"ssft step (L={L}, no cache)": lambda: ssft_step(L, False),
+        f"ssft step (L={long_l}, prefix cache)": lambda: ssft_step(long_l, True),
+        f"ssft step (L={long_l}, packed)": lambda: ssft_step(long_l, True, "packed"),
         "ssft step (full trace, prefix cache)": lambda: ssft_step(0, True),
         f"scoring only (L={L}, prefix cache)": lambda: score_costs(model, items, L, tok.pad_token_id, True),
+        f"scoring only (L={L}, packed)": lambda: score_costs(model, items, L, tok.pad_token_id, True, "packed"),
         "scoring only (full trace, no cache)": lambda: score_costs(model, items, 0, tok.pad_token_id, False),
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -91,7 +99,10 @@ def main() -> None:
     print(f"{cfg.task.name}: {args.questions} questions x {m} traces, N={n}, L={L}; median CPU ms, ratio to SFT")
     for name, ts in times.items():
         print(f"  {name:40s} {1000 * np.median(ts):7.1f} ms  {np.median(ts) / base:5.2f}x")
-    shipped = score_costs(model, items, L, tok.pad_token_id, cfg.ssft.prefix_cache)
+    packed = {c: np.median(times[f"ssft step (L={c}, packed)"]) / np.median(times[f"ssft step (L={c}, prefix cache)"])
+              for c in (L, long_l)}
+    print("packed/batched ssft step: " + ", ".join(f"L={c} {r:.3f}" for c, r in packed.items()))
+    shipped = score_costs(model, items, L, tok.pad_token_id, cfg.ssft.prefix_cache, cfg.ssft.scoring)
     agree = np.mean([np.array_equal(assign(c), assign(reference_costs(model, it, L))) for c, it in zip(shipped, items)])
     ratio = np.median(times[f"ssft step (L={L}, prefix cache)"]) / base
     print(f"ssft_step/sft_step={ratio:.3f} agreement={agree:.3f}")

@@ -10,7 +10,10 @@ of the trained rows), MFU (6 x params x tokens / time / 989 TFLOP/s, scoring not
     plain_sft         model(input_ids, labels=input_ids) on bf16 weights (what a plain-transformers user runs)
     plain_sft_amp     the same on float32 master weights under bf16 autocast (this project's precision)
     project_sft       build_batch + sequence_loss (chunked loss), float32 master weights, bf16 autocast
-    project_ssft      score_costs (L cost tokens; 0 = whole trace) + assign + the same train step
+    project_ssft      score_costs (L cost tokens; 0 = whole trace) + assign + the same train step; for L > 0
+                      also with packed scoring (ssft.scoring: packed, one row per question under a block mask):
+                      packed_step_s, packed_peak_gb and packed_x_batched in the same line (not for the whole
+                      trace: its row of M*N*T tokens needs a (M*N*T)^2 mask)
 
 Ends with the agreement of bf16-autocast assignments with float32 ones. Nothing is downloaded.
 """
@@ -92,12 +95,13 @@ def run_case(name: str, shape: str, device: str, trace_tokens: int, steps: int, 
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def project(cost_tokens: int | None) -> None:
+    def project(cost_tokens: int | None, scoring: str = "batched") -> None:
         tags: list = [[None] * TRACES for _ in exs]
         with amp:
             if cost_tokens is not None:
                 items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in exs]
-                tags = [[int(t) + 1 for t in assign(c)] for c in score_costs(model, items, cost_tokens, 0)]
+                costs = score_costs(model, items, cost_tokens, 0, scoring=scoring)
+                tags = [[int(t) + 1 for t in assign(c)] for c in costs]
             loss, count = sequence_loss(model, build_batch(exs, tags, 0, True))
             loss = loss / count
         loss.backward()
@@ -113,6 +117,14 @@ def run_case(name: str, shape: str, device: str, trace_tokens: int, steps: int, 
                "peak_gb": round(peak, 1)}
     except torch.OutOfMemoryError:
         out = {"case": name, **kw, "trace_tokens": trace_tokens, "oom": True}
+    if kw.get("cost_tokens"):
+        try:
+            sec, peak = measure(lambda: project(kw.get("cost_tokens"), "packed"), steps, device)
+            out.update(packed_step_s=round(sec, 4), packed_peak_gb=round(peak, 1))
+            if "step_s" in out:
+                out["packed_x_batched"] = round(sec / out["step_s"], 3)
+        except torch.OutOfMemoryError:
+            out["packed_oom"] = True
     return out  # the model and optimizer go with this frame; main() empties the CUDA cache
 
 

@@ -42,6 +42,7 @@ _POOL_NAME = re.compile(r"[A-Za-z0-9][\w.-]*")
 # transformers' lr_scheduler_type values that need no extra arguments
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
+SCORINGS = ("batched", "packed")  # ssft.scoring: layouts of the matching cost (ssft.train.matching)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,9 @@ class SSFTConfig:
     num_tags: int = _f(4, "N forking tokens <think1>..<thinkN>; must be >= traces per question (M)")
     cost_tokens: int = _f(12, "L: matching cost = mean NLL of the first L trace tokens; 0 = whole trace")
     prefix_cache: bool = _f(True, "score the shared question prefix once (KV cache) when scoring")
+    scoring: str = _f("batched", "matching-cost layout: batched (M*N rows per question) | packed (the paper's one "
+                      "pass: one row per question, the question once + M*N tag-and-L-token segments under a block "
+                      "mask; eager or sdpa only, attention memory grows with (M*N*L)^2)")
     tag_in_loss: bool = _f(True, "train the tag token itself (gives the model a prior over tags)")
 
 
@@ -301,6 +305,8 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (cfg.traces.eval_questions >= 1, "traces.eval_questions", "use >= 1"),
         (1 <= s.num_tags <= 64, "ssft.num_tags", "use 1..64"),
         (s.cost_tokens >= 0, "ssft.cost_tokens", "use >= 0 (0 = whole trace)"),
+        (s.scoring in SCORINGS and (s.scoring != "packed" or m.attn_implementation in ("eager", "sdpa")),
+         "ssft.scoring", f"use one of {', '.join(SCORINGS)}; packed needs model.attn_implementation eager or sdpa"),
         (m.hidden_size % max(m.num_heads, 1) == 0, "model.hidden_size", "must be divisible by model.num_heads"),
         (m.attn_implementation in ("eager", "sdpa", "flash_attention_2"), "model.attn_implementation",
          "use eager, sdpa or flash_attention_2"),

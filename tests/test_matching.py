@@ -1,7 +1,9 @@
-"""Matching: assignment against brute force, cached against uncached scoring, statistics and their state."""
+"""Matching: assignment against brute force, cached against uncached scoring, packed against batched scoring,
+statistics and their state."""
 
 import itertools
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from ssft.config import ModelConfig
+from ssft.errors import UserError
 from ssft.train import models
-from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, assign, score_costs
+from ssft.train.matching import (
+    MatchStats,
+    ScoreItem,
+    agreement_with_full,
+    assign,
+    block_mask,
+    packed_batch,
+    score_costs,
+)
 
 
 def brute_force(cost: np.ndarray) -> float:
@@ -102,6 +113,109 @@ def test_scoring_leaves_training_mode_and_grads_alone(scored: tuple) -> None:
     model.train()
     score_costs(model, items, 4, tok.pad_token_id)
     assert model.training and all(p.grad is None for p in model.parameters())
+
+
+# -- packed scoring (ssft.scoring: packed): the paper's one forward pass -----------------------------------
+def test_packed_rows_exactly() -> None:
+    """Two questions of different lengths, N = 2 tags + a shared suffix token 9, M = 1 and 2 traces, L = 2: one
+    row each (right-padded), the question once, then trace-major (trace j, tag i) segments: the tag, the
+    suffix and the first L trace tokens but the last; positions restart after the question in each segment."""
+    items = [ScoreItem([[7, 8, 60, 9], [7, 8, 61, 9]], [[3, 4, 5]]),
+             ScoreItem([[6, 60, 9], [6, 61, 9]], [[3, 2], [4]])]
+    b = packed_batch(items, 2, pad_id=0)
+    assert b.ids.tolist() == [[7, 8, 60, 9, 3, 61, 9, 3, 0, 0, 0],
+                              [6, 60, 9, 3, 61, 9, 3, 60, 9, 61, 9]]
+    assert b.segment.tolist() == [[0, 0, 1, 1, 1, 2, 2, 2, -1, -1, -1],
+                                  [0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4]]
+    assert b.positions.tolist() == [[0, 1, 2, 3, 4, 2, 3, 4, 0, 0, 0],
+                                    [0, 1, 2, 3, 1, 2, 3, 1, 2, 1, 2]]
+    # the state at the suffix predicts the first trace token; trace [4] is shorter than L: scored whole
+    assert b.targets.positions.tolist() == [3, 4, 6, 7, 11 + 2, 11 + 3, 11 + 5, 11 + 6, 11 + 8, 11 + 10]
+    assert b.targets.tokens.tolist() == [3, 4, 3, 4, 3, 2, 3, 2, 4, 4]
+    assert b.row.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 5] and b.counts.tolist() == [2, 2, 2, 2, 1, 1]
+
+
+def test_block_mask_sees_the_question_and_its_own_segment_only() -> None:
+    seg = torch.tensor([[0, 0, 1, 1, 2, 2, -1]])
+    want = torch.tensor([[1, 0, 0, 0, 0, 0, 0],
+                         [1, 1, 0, 0, 0, 0, 0],
+                         [1, 1, 1, 0, 0, 0, 0],
+                         [1, 1, 1, 1, 0, 0, 0],
+                         [1, 1, 0, 0, 1, 0, 0],
+                         [1, 1, 0, 0, 1, 1, 0],
+                         [1, 1, 0, 0, 0, 0, 1]], dtype=torch.bool)   # padding: the question and itself
+    assert torch.equal(block_mask(seg, "sdpa", torch.float32)[0, 0], want)
+    eager = block_mask(seg, "eager", torch.bfloat16)
+    assert eager.dtype == torch.bfloat16 and torch.equal(eager[0, 0] == 0, want)   # additive: 0 or the minimum
+    assert (eager[0, 0][~want] == torch.finfo(torch.bfloat16).min).all()
+    with pytest.raises(UserError, match="model.attn_implementation to eager or sdpa"):
+        block_mask(seg, "flash_attention_2", torch.float32)
+
+
+def _random_items(seed: int, n: int = 5) -> list[ScoreItem]:
+    """4 questions of different lengths (one micro-batch, so packed rows pad differently), N tags, M = 1..4 < N
+    traces of 1..10 tokens (some shorter than the L = 6 tested), a tag suffix of 0..2 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda k: torch.randint(5, 60, (k,), generator=g).tolist()  # noqa: E731
+    draw = lambda lo, hi: int(torch.randint(lo, hi + 1, (1,), generator=g))  # noqa: E731
+    items = []
+    for _ in range(4):
+        question, suffix = ids(draw(1, 9)), ids(draw(0, 2))
+        items.append(ScoreItem([question + [60 + i] + suffix for i in range(n)],
+                               [ids(draw(0, 9)) + [2] for _ in range(draw(1, n - 1))]))
+    return items
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("cost_tokens", [0, 6])
+def test_packed_costs_equal_batched_costs(scored: tuple, seed: int, cost_tokens: int) -> None:
+    """One packed row per question gives every (trace, tag) cost of the batched rows, cached or not, to 1e-5 in
+    float32 (eager and sdpa, by the fixture), in one forward call whatever the data (FSDP keeps ranks in step)."""
+    model, tok, _ = scored
+    items = _random_items(seed)
+    calls = []
+    hook = model.register_forward_pre_hook(lambda mod, args: calls.append(1))
+    try:
+        packed = score_costs(model, items, cost_tokens, tok.pad_token_id, scoring="packed")
+    finally:
+        hook.remove()
+    assert len(calls) == 1, "packed scoring is one forward call for the whole micro-batch"
+    for cache in (True, False):
+        batched = score_costs(model, items, cost_tokens, tok.pad_token_id, prefix_cache=cache)
+        for it, p, b in zip(items, packed, batched):
+            assert p.shape == b.shape == (len(it.completions), 5)
+            np.testing.assert_allclose(p, b, rtol=0, atol=1e-5)
+    assert any(not np.allclose(c, c[:, :1], atol=1e-3) for c in packed), "the tags must cost differently"
+
+
+def test_packed_scoring_through_agreement_and_the_config_rule(scored: tuple) -> None:
+    from ssft.config import ConfigError, from_dict
+
+    model, tok, items = scored
+    assert agreement_with_full(model, items, 5, tok.pad_token_id, seed=0, scoring="packed") == \
+        agreement_with_full(model, items, 5, tok.pad_token_id, seed=0)
+    with pytest.raises(UserError, match="ssft.scoring='flat'"):
+        score_costs(model, items, 5, tok.pad_token_id, scoring="flat")
+    with pytest.raises(ConfigError, match="ssft.scoring"):
+        from_dict({"ssft": {"scoring": "flat"}})
+    with pytest.raises(ConfigError, match="ssft.scoring.*eager or sdpa"):
+        from_dict({"ssft": {"scoring": "packed"}, "model": {"attn_implementation": "flash_attention_2"}})
+    assert from_dict({"ssft": {"scoring": "packed"}}).ssft.scoring == "packed"
+
+
+def test_the_trainer_scores_packed_when_configured(tmp_path: Path, trace_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssft.scoring reaches SSFTTrainer.compute_loss: every step's costs come from packed rows, and it trains."""
+    from conftest import tiny_cfg
+
+    from ssft.train import trainer
+
+    layouts, real = [], trainer.score
+    monkeypatch.setattr(trainer, "score", lambda model, batch, items: layouts.append(type(batch).__name__) or
+                        real(model, batch, items))
+    cfg = tiny_cfg(**{"ssft.scoring": "packed", "train.max_steps": 2, "train.logging_steps": 1})
+    stats = trainer.run_stage(cfg, "ssft", trace_dir / "train.parquet", tmp_path / "models", tmp_path / "ckpt")
+    assert layouts == ["PackedBatch", "PackedBatch"] and np.isfinite(stats["train_loss"])
 
 
 def test_match_stats_epochs_churn_and_state_round_trip() -> None:

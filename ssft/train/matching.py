@@ -3,8 +3,23 @@
 Cost (paper Eq. 2): ``C[j, i]`` = mean NLL of the first L tokens of trace j given question + ``<think i>``;
 only trace tokens are scored, never the question or the tag. Assignment (Eq. 3): the injective map
 traces -> tags of least total cost, ``scipy.optimize.linear_sum_assignment`` on the rectangular (M <= N)
-matrix. Scoring runs each question's shared prefix once (all questions in one call) and reuses its KV
-cache for all M*N rows (one more call); only the L scored tokens per row ever meet the output projection.
+matrix. Only the L scored tokens per pair ever meet the output projection (``ssft.train.loss.token_nll``).
+Two layouts of the same costs (``ssft.scoring``; equal to 1e-5 in float32, tested with eager and sdpa):
+
+    batched  M*N rows per question, each the prompt's tail + the first L trace tokens; with
+             ``ssft.prefix_cache`` the shared question prefix runs once (all questions in one call) and its KV
+             cache is repeated for all rows (one more call)
+    packed   the paper's single forward pass (v3): ONE row per question, the question once and then, for
+             every (trace j, tag i), a segment ``<think i> + first L tokens of trace j`` that attends to the
+             question and to itself only (a 4D block mask), position ids restarting after the question
+
+Memory and compute: packed runs one row of P + M*N*(tag + L) tokens per question where batched runs M*N
+short rows of tag + L tokens (over the cached prefix). The token work is the same as batched with the cache;
+the attention is not: with a dense mask eager and sdpa compute (and eager holds) the full (P + M*N*L)^2 score
+matrix per head, about M*N*L / (P + L) times the M*N * L * (P + L) scores of batched, and the mask itself is
+(P + M*N*L)^2 bytes (sdpa, bool) or 4x that (eager, float) per question. A varlen or flex-attention kernel
+would skip the masked blocks; with dense kernels packed pays off only while M*N*L stays short against the
+model's width (``make bench``: 1.07x the batched SSFT step at L = 12, 1.8x at L = 32 on the tiny CPU model).
 """
 
 from __future__ import annotations
@@ -68,13 +83,24 @@ class ScoreBatch:
     cached: bool               # run the prefixes first (prefix_cache), even if some are empty
 
 
-def score_batch(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool) -> ScoreBatch:
-    """The host-side half of scoring: every row, padding and target of the batch (see :func:`score`)."""
+def _cost_span(comp: Sequence[int], cost_tokens: int) -> list[int]:
+    """The trace tokens a cost averages over: the first L (0 = all); a shorter trace is scored whole."""
+    return list(comp[:cost_tokens] if cost_tokens > 0 else comp)
+
+
+def score_batch(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefix_cache: bool,
+                scoring: str = "batched") -> ScoreBatch | PackedBatch:
+    """The host-side half of scoring: every row, padding and target of the batch (see :func:`score`), in the
+    ``scoring`` layout (``ssft.scoring``; packed has the question once per row, so ``prefix_cache`` is moot)."""
+    if scoring == "packed":
+        return packed_batch(items, cost_tokens, pad_id)
+    if scoring != "batched":  # the choices live in ssft.config.SCORINGS (config imports no torch, so not from here)
+        raise UserError(f"ssft.scoring={scoring!r}: use batched or packed")
     plens = [_prefix_len(it, prefix_cache) for it in items]
     tails, scored, owner = [], [], []
     for q, (it, plen) in enumerate(zip(items, plens)):
         for comp in it.completions:            # trace-major: row j * N + i is (trace j, tag i)
-            comp = list(comp[:cost_tokens] if cost_tokens > 0 else comp)
+            comp = _cost_span(comp, cost_tokens)
             for prompt in it.prompts:
                 head = list(prompt[plen:])
                 tails.append(head + comp[:-1])
@@ -95,6 +121,101 @@ def score_batch(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int, prefi
             prefix[q, pwidth - plen:], pmask[q, pwidth - plen:] = torch.tensor(list(it.prompts[0][:plen])), 1
     return ScoreBatch(prefix, pmask, ids, mask, targets, torch.tensor(row), torch.tensor([len(c) for _, c in scored]),
                    torch.tensor(owner), torch.tensor(plens), prefix_cache)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """The packed rows of a whole batch (``ssft.scoring: packed``), built on the host: per question ONE row, its
+    shared prefix (the question) once, then one segment per (trace j, tag i), trace-major as in
+    :class:`ScoreBatch`: the prompt's tail (the tag and what follows it) + the first L trace tokens but the last.
+    ``segment`` numbers what a token may see (0: the question, seen by all; s >= 1: segment s, seen by itself;
+    -1: padding); ``positions`` restart after the question in every segment.
+
+    Question [7, 8], tags 60 and 61, one trace [3, 4] + eos 2, L = 0 (whole trace):
+
+        ids       [7, 8, 60, 3, 4, 61, 3, 4]
+        segment   [0, 0,  1, 1, 1,  2, 2, 2]
+        positions [0, 1,  2, 3, 4,  2, 3, 4]
+        targets   positions [2, 3, 4, 5, 6, 7] predict [3, 4, 2, 3, 4, 2]; row [0, 0, 0, 1, 1, 1]
+    """
+
+    ids: torch.Tensor        # (Q, W) right-padded packed rows
+    segment: torch.Tensor    # (Q, W) 0 = question, s >= 1 = segment s, -1 = padding
+    positions: torch.Tensor  # (Q, W) position ids
+    targets: Targets         # (K,) positions into the (Q * W) flattened states, and the tokens they predict
+    row: torch.Tensor        # (K,) (question, trace, tag) pair of each target, numbered as ScoreBatch's rows
+    counts: torch.Tensor     # (R,) scored tokens per pair
+
+
+def packed_batch(items: Sequence[ScoreItem], cost_tokens: int, pad_id: int) -> PackedBatch:
+    """The host-side half of packed scoring (see :class:`PackedBatch`)."""
+    rows, segs, poss, scored = [], [], [], []   # scored: (question, start index in its row, span) per pair
+    for q, it in enumerate(items):
+        plen = _prefix_len(it, True)          # the question; >= 1 prompt token is left in every segment
+        ids, seg, pos = list(it.prompts[0][:plen]), [0] * plen, list(range(plen))
+        pairs = [(_cost_span(comp, cost_tokens), prompt) for comp in it.completions for prompt in it.prompts]
+        for s, (comp, prompt) in enumerate(pairs, start=1):
+            head = list(prompt[plen:])
+            scored.append((q, len(ids) + len(head) - 1, comp))  # the state there + k predicts comp[k]
+            tail = head + comp[:-1]
+            ids += tail
+            seg += [s] * len(tail)
+            pos += range(plen, plen + len(tail))
+        rows.append(ids)
+        segs.append(seg)
+        poss.append(pos)
+    width = max(len(r) for r in rows)
+    ids_t = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    seg_t = torch.full_like(ids_t, -1)
+    pos_t = torch.zeros_like(ids_t)
+    for q, (r, sg, ps) in enumerate(zip(rows, segs, poss)):
+        ids_t[q, : len(r)], seg_t[q, : len(r)], pos_t[q, : len(r)] = torch.tensor(r), torch.tensor(sg), torch.tensor(ps)
+    positions = [q * width + start + k for q, start, comp in scored for k in range(len(comp))]
+    targets = Targets(torch.tensor(positions), torch.tensor([t for _, _, comp in scored for t in comp]))
+    row = torch.tensor([r for r, (_, _, comp) in enumerate(scored) for _ in comp])
+    return PackedBatch(ids_t, seg_t, pos_t, targets, row, torch.tensor([len(c) for _, _, c in scored]))
+
+
+def block_mask(segment: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """(Q, 1, W, W) attention mask of packed rows, in the form the model's attention takes as given (a 4D mask
+    skips transformers' own mask building): query t sees key s <= t of the question (segment 0) or of its own
+    segment. Every query sees at least itself (padding too), so no softmax row is empty. sdpa: bool, True =
+    attend; eager adds it to the scores: 0 or the dtype's minimum.
+
+    >>> block_mask(torch.tensor([[0, 1, 1, 2, 2, -1]]), "sdpa", torch.float32)[0, 0].int()
+    tensor([[1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 0, 0, 1, 0, 0],
+            [1, 0, 0, 1, 1, 0],
+            [1, 0, 0, 0, 0, 1]], dtype=torch.int32)
+    """
+    q, k = segment[:, :, None], segment[:, None, :]                                 # (Q, W, 1), (Q, 1, W)
+    causal = torch.ones(segment.shape[1], segment.shape[1], dtype=torch.bool, device=segment.device).tril()
+    allowed = (causal & ((k == 0) | (k == q)))[:, None]                             # (Q, 1, W, W)
+    if attn_implementation == "sdpa":
+        return allowed
+    if attn_implementation == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=segment.device).masked_fill_(~allowed,
+                                                                                            torch.finfo(dtype).min)
+    raise UserError(f"ssft.scoring=packed needs a 4D attention mask, which attn_implementation="
+                    f"{attn_implementation!r} does not take: set model.attn_implementation to eager or sdpa, "
+                    "or ssft.scoring to batched")
+
+
+def _packed_nll(model: PreTrainedModel, lay: PackedBatch) -> torch.Tensor:
+    """(R,) mean NLL of each pair's scored span: one forward call for the whole batch, whatever the data."""
+    dev = model.device
+    ids, segment, positions = (x.to(dev, non_blocking=True) for x in (lay.ids, lay.segment, lay.positions))
+    mask = block_mask(segment, model.config._attn_implementation, model.dtype)
+    nll = token_nll(model, ids, mask, lay.targets.to(dev), use_cache=False, position_ids=positions)   # (K,)
+    return _mean_per_row(nll, lay.row.to(dev, non_blocking=True), lay.counts.to(dev, non_blocking=True))
+
+
+def _mean_per_row(nll: torch.Tensor, row: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    sums = torch.zeros(len(counts), dtype=torch.float32, device=nll.device)
+    sums.index_add_(0, row, nll)
+    return sums / counts
 
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
@@ -123,19 +244,18 @@ def _row_nll(model: PreTrainedModel, lay: ScoreBatch) -> torch.Tensor:
         start = lay.plen.to(dev, non_blocking=True)[owner][:, None]
         kwargs = {_cache_kwarg(model): cache, "position_ids": start + torch.arange(tails.shape[1], device=dev)}
     nll = token_nll(model, tails, mask, lay.targets.to(dev), use_cache=False, **kwargs)   # (K,)
-    sums = torch.zeros(len(lay.counts), dtype=torch.float32, device=dev)
-    sums.index_add_(0, lay.row.to(dev, non_blocking=True), nll)
-    return sums / lay.counts.to(dev, non_blocking=True)
+    return _mean_per_row(nll, lay.row.to(dev, non_blocking=True), lay.counts.to(dev, non_blocking=True))
 
 
 @torch.no_grad()
-def score(model: PreTrainedModel, batch: ScoreBatch, items: Sequence[ScoreItem]) -> list[np.ndarray]:
+def score(model: PreTrainedModel, batch: ScoreBatch | PackedBatch, items: Sequence[ScoreItem]) -> list[np.ndarray]:
     """The device half: one (M, N) cost matrix per question of ``items`` (those ``batch`` was built from); no
     gradient, the model in eval mode for the call, one device-to-host transfer."""
     was_training = model.training
     model.eval()
     try:
-        costs = _row_nll(model, batch).double().cpu().numpy()
+        nll = _packed_nll(model, batch) if isinstance(batch, PackedBatch) else _row_nll(model, batch)
+        costs = nll.double().cpu().numpy()
     finally:
         model.train(was_training)
     out, start = [], 0
@@ -147,9 +267,9 @@ def score(model: PreTrainedModel, batch: ScoreBatch, items: Sequence[ScoreItem])
 
 
 def score_costs(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int,
-                prefix_cache: bool = True) -> list[np.ndarray]:
+                prefix_cache: bool = True, scoring: str = "batched") -> list[np.ndarray]:
     """One (M, N) cost matrix per question: :func:`score_batch` then :func:`score`."""
-    return score(model, score_batch(items, cost_tokens, pad_id, prefix_cache), items)
+    return score(model, score_batch(items, cost_tokens, pad_id, prefix_cache, scoring), items)
 
 
 def assign(cost: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -178,14 +298,16 @@ def assign(cost: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarr
 
 
 def agreement_with_full(model: PreTrainedModel, items: Sequence[ScoreItem], cost_tokens: int, pad_id: int,
-                        seed: int, batch: int = 32) -> float:
+                        seed: int, batch: int = 32, scoring: str = "batched") -> float:
     """Share of questions whose assignment from the first ``cost_tokens`` trace tokens is the one the whole
-    traces give (ties broken at random, as in training): does the cost prefix see where the modes fork?"""
+    traces give (ties broken at random, as in training): does the cost prefix see where the modes fork?
+    ``scoring`` lays out both (packed holds M*N whole traces in one row per question: mind its memory)."""
     rng = np.random.default_rng(seed)
     same = []
     for k in range(0, len(items), batch):
         chunk = items[k: k + batch]
-        short, full = score_costs(model, chunk, cost_tokens, pad_id), score_costs(model, chunk, 0, pad_id)
+        short = score_costs(model, chunk, cost_tokens, pad_id, scoring=scoring)
+        full = score_costs(model, chunk, 0, pad_id, scoring=scoring)
         same += [np.array_equal(assign(a, rng), assign(b, rng)) for a, b in zip(short, full)]
     return float(np.mean(same)) if same else float("nan")
 

@@ -354,7 +354,8 @@ class SSFTTrainer(Trainer):
         t0 = time.perf_counter()                                   # host work is timed, device work is not
         if self.method.scores:
             items = [ScoreItem(ex.prompts[1:], ex.completions) for ex in examples]
-            rows = score_batch(items, self.cfg.ssft.cost_tokens, self.pad_id, self.cfg.ssft.prefix_cache)
+            rows = score_batch(items, self.cfg.ssft.cost_tokens, self.pad_id, self.cfg.ssft.prefix_cache,
+                               self.cfg.ssft.scoring)
             host = time.perf_counter() - t0
             with self.accelerator.autocast():  # score in the compute dtype, like the training forward
                 costs = score(core, rows, items)
