@@ -276,3 +276,35 @@ def test_no_max_length_caps_the_context_at_the_models_positions(tmp_path: Path, 
     assert stats["context"]["limit"] == 4096 and stats["context"]["over_context"] == {"l2r": 1}
     assert stats["context"]["dropped_traces"] == 1 and stats["context"]["dropped_questions"] == 0
     assert "1 trace(s) over the model's max_position_embeddings=4096 tokens dropped" in caplog.text
+
+
+# -- a trace file that cannot be read says where and why -------------------------------------------------------
+ROW = '{"question": "1+2?", "answer": "3", "teacher": "t", "text": "1+2=3 #3"}'
+
+
+@pytest.mark.parametrize("name, text, where", [
+    ("bad.jsonl", f'{ROW}\n{ROW}\n{ROW[:-20]} "text" "x"}}\n{ROW}\n',
+     r"line 3, column 60: Expecting ':' delimiter; fix that line"),
+    ("bad.json", '[\n  ' + ROW + ',\n  ' + ROW + '\n  ' + ROW + '\n]\n',
+     r"line 4, column 3: Expecting ',' delimiter; fix the JSON there"),
+    ("latin1.jsonl", f'{ROW}\n{ROW[:-2]}\xe9"}}\n', r"line 2: not UTF-8 text \(byte 70: b'\\xe9'\); save it as UTF-8"),
+])
+def test_a_broken_json_file_names_the_file_and_the_line(tmp_path: Path, name: str, text: str, where: str) -> None:
+    from ssft.data.sources import importer
+    from ssft.data.traces import TraceDataError
+
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1") if name.startswith("latin1") else text.encode())
+    with pytest.raises(TraceDataError, match=rf"^{path}: {where}"):  # was: "position 46", no line
+        importer.read_traces(path, {})
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_an_empty_file_says_it_is_empty(tmp_path: Path, suffix: str) -> None:
+    from ssft.data.sources import importer
+    from ssft.data.traces import TraceDataError
+
+    path = tmp_path / f"traces{suffix}"
+    path.touch()
+    with pytest.raises(TraceDataError, match=rf"^{path}: empty file \(0 bytes\); "):  # was: "cannot be read as json: "
+        importer.read_traces(path, {})

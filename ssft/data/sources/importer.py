@@ -15,6 +15,7 @@ and count per teacher.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,9 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise TraceDataError(f"{path}: not found; set data.path to your file (keep it under data/raw and "
                              "`dvc add` it so the traces it produces are versioned with it)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise TraceDataError(f"{path}: empty file (0 bytes); write the traces into it (an interrupted copy or "
+                             "export?) or point data.path / data.eval_path at the file that has them")
     try:
         if path.is_dir():
             ds = datasets.load_from_disk(str(path), keep_in_memory=True)
@@ -60,11 +64,46 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         else:
             raise TraceDataError(f"{path}: unknown file type {path.suffix!r}; use .jsonl, .json, .parquet, .csv or "
                                  "a save_to_disk directory")
+        return ds.to_list()  # decodes the strings: a file that is not UTF-8 fails here
     except TraceDataError:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow/datasets raise many types; the user needs the file named
-        raise TraceDataError(f"{path}: cannot be read as {READERS.get(path.suffix, 'a dataset')}: {e}") from e
-    return ds.to_list()
+        problem = json_problem(path) if path.is_file() and READERS.get(path.suffix) == "json" else None
+        cause = e
+        while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps the reason
+            cause = cause.__cause__
+        raise TraceDataError(f"{path}: " + (problem or f"cannot be read as {READERS.get(path.suffix, 'a dataset')}: "
+                                                       f"{type(cause).__name__}: {cause}")) from e
+
+
+def json_problem(path: Path) -> str | None:
+    """Where a .jsonl / .json file stops being JSON, and the fix (``datasets`` says only "An error occurred while
+    generating the dataset", pyarrow a byte position): "line 3, column 47: Expecting ',' delimiter; ..."; None
+    when it parses."""
+    fix = "; fix that line (a .jsonl file has one JSON object per line)"
+    data = path.read_bytes()
+    lines = path.suffix == ".jsonl"
+    if not lines:  # one JSON document, or JSON Lines under a .json name (datasets reads both)
+        try:
+            json.loads(data)
+            return None
+        except UnicodeDecodeError:
+            lines = True
+        except json.JSONDecodeError as e:
+            if e.msg != "Extra data":
+                return f"line {e.lineno}, column {e.colno}: {e.msg}; fix the JSON there"
+            lines = True
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"line {n}: not UTF-8 text (byte {e.start + 1}: {raw[e.start:e.start + 1]!r}); save it as UTF-8"
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"line {n}, column {e.colno}: {e.msg}{fix}"
+    return None
 
 
 def _text(value: Any, path: Path, where: str, field: str, fix: str) -> str:
