@@ -4,7 +4,7 @@ loss, ETA, generation progress) as it is written, then the final state. What `ma
     python -m flows.watch ssft/full [--param train.max_steps=2000 ...]
 
 Exits 0 when the flow run completes, its last line the headline of the run's summary (ssft vs baselines);
-1 when it fails or crashes (its last error lines are the reason).
+1 when it fails or crashes (its last error lines are the reason); 2, with one line, when no Prefect server answers.
 """
 
 from __future__ import annotations
@@ -91,6 +91,21 @@ async def follow(deployment: str, params: dict) -> int:
             await asyncio.sleep(POLL_S)
 
 
+async def unreachable() -> str | None:
+    """Why no Prefect server can be asked (None when one answers): one line instead of httpx's traceback."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:  # Prefect would start a throw-away server of its own, which knows no deployment
+        return "PREFECT_API_URL is not set; start the local stack with `make up`, then `source scripts/env.sh`"
+    async with get_client() as client:
+        err = await client.api_healthcheck()
+    if err is None:
+        return None
+    return (f"no Prefect server answers at {url} ({type(err).__name__}: {err}); start the local stack with "
+            "`make up`, then `source scripts/env.sh` in this shell")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.watch", description=__doc__.splitlines()[0])
     ap.add_argument("deployment", help="e.g. ssft/full or ssft/smoke")
@@ -103,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             ap.error(f"--param {pair!r}: expected KEY=VALUE")
         params[key] = yaml.safe_load(value)
+    problem = asyncio.run(unreachable())
+    if problem:
+        print(f"flows.watch: {problem}", file=sys.stderr)
+        return 2
     return asyncio.run(follow(args.deployment, params))
 
 

@@ -308,3 +308,21 @@ def test_an_empty_file_says_it_is_empty(tmp_path: Path, suffix: str) -> None:
     path.touch()
     with pytest.raises(TraceDataError, match=rf"^{path}: empty file \(0 bytes\); "):  # was: "cannot be read as json: "
         importer.read_traces(path, {})
+
+
+# -- python -m flows.watch with no Prefect server: one line ------------------------------------------------------
+def test_watch_without_a_prefect_server_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    from conftest import ROOT, tool_env
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.run([sys.executable, "-m", "flows.watch", "ssft/full"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=tool_env(PREFECT_API_URL=url, PREFECT_HOME=str(tmp_path)))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr  # was: httpx.ConnectError, exit 1
+    assert proc.stderr.strip().splitlines() == [
+        f"flows.watch: no Prefect server answers at {url} (ConnectError: All connection attempts failed); start the "
+        "local stack with `make up`, then `source scripts/env.sh` in this shell"], proc.stderr
