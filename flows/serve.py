@@ -18,6 +18,7 @@ SMOKE = {
     "model.hidden_size": 32, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 64,
     "train.max_steps": 16, "train.questions_per_step": 4, "train.warmup_steps": 2, "train.save_steps": 8,
     "train.logging_steps": 4, "eval.samples": 8, "eval.ks": [8], "eval.max_new_tokens": 40,
+    "gfpo.steps": 2, "gfpo.questions_per_step": 4, "gfpo.rollouts": 4,
     "tracking.experiment": "ssft-smoke", "tracking.register": False,
 }
 

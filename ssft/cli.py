@@ -3,6 +3,7 @@
     ssft traces                      # data/traces/{train,eval}.parquet
     ssft train --method ssft         # models/ssft/
     ssft evaluate --method ssft      # results/ssft/{metrics.json,details.jsonl}
+    ssft gfpo --method ssft          # models/gfpo/ssft/ (RL on the forking token)
     ssft report                      # results/summary.md
     ssft register                    # SSFT model -> MLflow registry; results/registry.json
     ssft sample "3+4+5+6?"           # each tag's answer from models/ssft (--model, --tags 1,3)
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--checkpoints", default="checkpoints", help="resumable checkpoints (checkpoints/<method>)")
         else:
             s.add_argument("--results", default="results", help="results directory (results/<method>)")
+    f = sub.add_parser("gfpo", help="RL on the forking token (GFPO; GRPO for sft) after training one method")
+    f.add_argument("--method", required=True, choices=config_mod.METHODS)
+    f.add_argument("--models", default="models", help="trained models (models/<method>)")
+    f.add_argument("--traces", default="data/traces", help="trace dataset directory (its training questions)")
+    f.add_argument("--out", default="models/gfpo", help="where the RL-trained model goes (<out>/<method>)")
     r = sub.add_parser("report", help="summarise all methods side by side")
     r.add_argument("--results", default="results")
     r.add_argument("--models", default="models", help="trained models: their MLflow runs get the comparison plots")
@@ -62,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("sample", help="prompt a trained model with its forking tags and print each tag's answer")
     a.add_argument("question", help="the question text, as in the trace data")
     a.add_argument("--model", default="models/ssft", help="a model directory written by `ssft train`")
-    a.add_argument("--tags", default="all", help="all, or tag numbers such as 1,3 (the sft model has one tag)")
+    a.add_argument("--tags", default="all", help="all, self (the model picks its own tag), or tag numbers such as "
+                   "1,3 (the sft model has one tag)")
     a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     a.add_argument("--max-new-tokens", type=int, default=256)
     st = sub.add_parser("study", help="run a study (settings x seeds) and write its report")
@@ -70,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--report", help="the report (default results/study.md for cpu, results/study-<name>.md "
                     "for others); figures go to its stem/")
     st.add_argument("--workdir", default=".studies", help="where the cells run (finished ones are reused)")
+    st.add_argument("--settings", help="only these settings, comma-separated (their report: <report>-<names>.md)")
     for s in sub.choices.values():  # --set is also accepted after the sub-command
         s.add_argument("--set", dest="overrides_after", action="append", default=[], metavar="KEY=VALUE",
                        help="override a param (also allowed before the sub-command)")
@@ -148,6 +156,16 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     tracker.log_eval(args.method, model_dir, out)
 
 
+def cmd_gfpo(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft.train.gfpo import run_stage
+
+    base, out = Path(args.models) / args.method, Path(args.out) / args.method
+    tracker = _tracker(cfg, args)
+    with atomic.exclusive(out), tracker.rl_run(args.method, base) as run:
+        stats = run_stage(cfg, args.method, Path(args.models), Path(args.traces) / "train.parquet", out, run.log)
+        run.finish(out, stats)
+
+
 def cmd_register(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft.eval.evaluate import METRICS_FILE
 
@@ -171,13 +189,19 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     layout = PromptLayout.from_meta(meta)
     n = int(meta["num_tags"])
     method = methods.get(meta["method"])
-    if not method.tagged or args.tags == "all":
+    if method.tagged and args.tags == "self":  # tag-free: the model picks its tag (argmax), then writes on
+        from ssft.train import rollouts
+
+        probs = rollouts.tag_probs(sampler, tokenizer, layout, [args.question])[0]
+        print("P(tag | question): " + ", ".join(f"{layout.tags[i]} {p:.3f}" for i, p in enumerate(probs)))
+        tags: list[int | None] = [int(probs.argmax()) + 1]
+    elif not method.tagged or args.tags == "all":
         tags = method.eval_tags(n)
     else:
         try:
             numbers = [int(t) for t in args.tags.split(",")]
         except ValueError:
-            raise UserError(f"--tags {args.tags!r}: use all or numbers such as 1,3") from None
+            raise UserError(f"--tags {args.tags!r}: use all, self or numbers such as 1,3") from None
         if not all(1 <= t <= n for t in numbers):
             raise UserError(f"--tags {args.tags!r}: this model has tags 1..{n}")
         tags = list(numbers)
@@ -219,11 +243,15 @@ def cmd_study(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     from ssft import study
 
     spec = study.load(Path(args.file), Path(args.params))
+    if args.settings:
+        spec = study.only(spec, args.settings.split(","))
     report = Path(args.report) if args.report else study.default_report(spec.name)
+    if args.settings and not args.report:  # never overwrite the full study's report with a part of it
+        report = report.with_name(f"{report.stem}-{'-'.join(args.settings.split(','))}.md")
     print(study.run(spec, report, Path(args.workdir), params=Path(args.params)))
 
 
-COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
+COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "gfpo": cmd_gfpo, "report": cmd_report,
             "register": cmd_register, "sample": cmd_sample, "study": cmd_study}
 
 

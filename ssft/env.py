@@ -20,6 +20,12 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_DISABLE_TE
            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "DVC_NO_ANALYTICS": "1", "ITERATIVE_DO_NOT_TRACK": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
 
+# The same numbers on every x86 CPU: torch's CPU kernels and MKL's BLAS both pick a code path for the CPU they
+# find (AVX-512 here, AVX2 elsewhere), and their float rounding differs, which training amplifies (each of the
+# two alone changes a trained model's weights on this machine). Pinning both to AVX2, which every x86 CPU of
+# the last decade has, makes a run's outputs depend on the code and params only. Read when torch loads.
+REPRODUCIBLE = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
 PIPELINE_RUN_ID = "SSFT_PIPELINE_RUN_ID"    # the Prefect flow run a stage belongs to ("manual" outside a flow)
 PIPELINE_RUN_URL = "SSFT_PIPELINE_RUN_URL"  # its page in the Prefect UI
 MLFLOW_UI = "SSFT_MLFLOW_UI"                # where the MLflow UI answers, for links (`make up` sets it)
@@ -35,13 +41,14 @@ def stage_parallelism(requested: int, threads: int) -> int:
 
 
 def with_defaults(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` with the offline defaults filled in where it does not set them."""
-    return {**OFFLINE, **environ}
+    """``environ`` with the offline and reproducibility defaults filled in where it does not set them."""
+    return {**OFFLINE, **REPRODUCIBLE, **environ}
 
 
 def apply() -> None:
-    """The offline defaults into this process's environment (explicit settings win)."""
-    for key, value in OFFLINE.items():
+    """The offline and reproducibility defaults into this process's environment (explicit settings win); before
+    torch is imported, or its kernels keep the code path they already chose."""
+    for key, value in {**OFFLINE, **REPRODUCIBLE}.items():
         os.environ.setdefault(key, value)
 
 
@@ -96,7 +103,8 @@ def dvc_managed(root: Path) -> list[str]:
 
 def shell(root: Path) -> str:
     """``export`` lines for the shell: the offline defaults and the local store (already-set values win)."""
-    values = {**OFFLINE, "MLFLOW_TRACKING_URI": store_uri(root), "SSFT_MLFLOW_ARTIFACTS": str(artifact_root(root))}
+    values = {**OFFLINE, **REPRODUCIBLE, "MLFLOW_TRACKING_URI": store_uri(root),
+              "SSFT_MLFLOW_ARTIFACTS": str(artifact_root(root))}
     return "\n".join(f'export {k}="${{{k}:-{v}}}"' for k, v in values.items())
 
 

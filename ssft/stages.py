@@ -47,10 +47,15 @@ STAGES: dict[str, StageInputs] = {
     "evaluate": StageInputs(code=("ssft/eval/evaluate.py", "ssft/eval/metrics.py", "ssft/eval/classify.py",
                                   "ssft/generation", "ssft/data/tasks", "ssft/data/checkers.py",
                                   "ssft/data/traces.py", "ssft/train/forking.py", "ssft/train/models.py",
-                                  "ssft/train/methods.py", "ssft/train/precision.py",
+                                  "ssft/train/methods.py", "ssft/train/precision.py", "ssft/train/rollouts.py",
+                                  "ssft/data/grading.py",
                                   # methods.SSFT picks tags with these (never at evaluation, but importable)
                                   "ssft/train/matching.py", "ssft/train/loss.py", *BASE),
                             params=("seed", "data.source", "data.checker", "task", "eval")),
+    "gfpo": StageInputs(code=("ssft/train", "ssft/generation", "ssft/data/grading.py", "ssft/data/traces.py",
+                              "ssft/data/checkers.py", "ssft/data/tasks", *BASE),
+                        params=("seed", "task", "data.source", "data.checker", "gfpo", "model.save_dtype",
+                                "eval.batch_size")),
 }
 
 

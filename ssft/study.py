@@ -15,6 +15,7 @@ over (seed, question) with a 95% interval.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,14 @@ from ssft import env as ssft_env
 from ssft.errors import UserError
 from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
 from ssft.eval.report import SWEEP_ROWS, at_k, temperature_of
+from ssft.eval.report import columns as report_columns
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 # Rows of the study tables: single-sample accuracy, voting, diversity of modes.
-KEYS = ("pass@1", "pass@1_val_tag", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi",
-        "cons@N_ties", "dead_tags", "coverage_greedy", "match_agreement_full")
+KEYS = ("pass@1", "pass@1_val_tag", "pass@1_best_tag", "pass@1_self", "pass@1_self_greedy_tag", "cons@N",
+        "cons@N_self", "pass@N", "coverage", "purity", "nmi", "cons@N_ties", "dead_tags", "coverage_greedy",
+        "match_agreement_full", "tag_entropy_self", "argmax_best_tag")
 # Per-question values for the paired differences (computed from details.jsonl).
 PAIRED = ("pass@1", "cons@N", "coverage")
 
@@ -107,6 +110,16 @@ def load(path: Path, params: Path = ROOT / "params.yaml") -> Study:
     return study
 
 
+def only(study: Study, names: Sequence[str]) -> Study:
+    """The study restricted to some of its settings (``ssft study FILE --settings a,b``): their cells are the
+    full study's (same directories, reused by a later full run while params and code are unchanged)."""
+    known = [s.name for s in study.settings]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"{study.path}: --settings {','.join(missing)}: no such setting; it has {', '.join(known)}")
+    return dataclasses.replace(study, settings=tuple(s for s in study.settings if s.name in names))
+
+
 def default_report(name: str) -> Path:
     """``results/study.md`` for the default study (``cpu``), ``results/study-<name>.md`` for the others."""
     return Path("results") / ("study.md" if name == "cpu" else f"study-{name}.md")
@@ -150,11 +163,11 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     text = yaml.safe_dump(raw, sort_keys=False)
     cfg = config_mod.from_dict(yaml.safe_load(text), f"{study.name}: {cell.label}")
     key = hashlib.sha256((text + code_hash()).encode()).hexdigest()[:16]
-    methods = list(cfg.train.methods)
+    methods, columns = list(cfg.train.methods), report_columns(cfg)
     done = d / "cell.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         log.info("%s: finished before, reused", cell.label)
-        return {m: json.loads((d / "results" / m / METRICS_FILE).read_text()) for m in methods}
+        return {c: json.loads((d / "results" / sub / METRICS_FILE).read_text()) for c, sub in columns.items()}
     d.mkdir(parents=True, exist_ok=True)
     atomic.write_text(d / "params.yaml", text)
     t0 = time.monotonic()
@@ -170,6 +183,9 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     def method(m: str) -> None:
         stage(["train", "--method", m])
         stage(["evaluate", "--method", m])
+        if m in cfg.gfpo.methods:  # the RL stage, then its model's evaluation (dvc.yaml's gfpo, evaluate-gfpo)
+            stage(["gfpo", "--method", m])
+            stage(["evaluate", "--method", m, "--models", "models/gfpo", "--results", "results/gfpo"])
 
     stage(["traces", "--out", "data/traces"])
     with ThreadPoolExecutor(max_workers=len(methods)) as pool:  # each thread keeps the cell's context (Prefect's)
@@ -178,7 +194,7 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     atomic.write_text(done, json.dumps({"key": key, "seconds": round(time.monotonic() - t0, 1),
                                         "overrides": overrides(study, cell)}, indent=2))
     log.info("%s: done in %.0f s", cell.label, time.monotonic() - t0)
-    return {m: json.loads((d / "results" / m / METRICS_FILE).read_text()) for m in methods}
+    return {c: json.loads((d / "results" / sub / METRICS_FILE).read_text()) for c, sub in columns.items()}
 
 
 def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
@@ -366,6 +382,7 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
             lines += ["", f"ssft − {base} (paired):", ""]
             lines += [f"- {k}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (n={d[3]}): {_reading(d)}"
                       for k, d in diff.items()]
+        lines += _rl_lines(paths[setting.name], table)
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
         lines += _dynamics_lines(paths[setting.name])
         lines.append("")
@@ -382,6 +399,62 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
     atomic.write_text(report.with_suffix(".json"), json.dumps(
         {s: {m: {k: list(v) for k, v in ms.items()} for m, ms in t.items()} for s, t in agg.items()}, indent=2))
     return text
+
+
+# -- the RL stage (GFPO, and GRPO as its baseline) ------------------------------------------------------
+def single_sample(details: Path, metrics: dict) -> dict[str, float]:
+    """question -> the model's best single-sample accuracy without being told a tag: a tagged model's own tag
+    (``self_sampled``, GFPO's inference), else its validation tag, else every sampled generation."""
+    rows = [json.loads(line) for line in details.read_text().splitlines()]
+    own = [r for r in rows if r["set"] == "self_sampled"]
+    if not own:
+        val = int(metrics.get("val_tag", 0))
+        own = [r for r in rows if r["set"] == "sampled" and (not val or r["tag"] == val)]
+    by_q: dict[str, list[bool]] = {}
+    for r in own:
+        by_q.setdefault(r["question_id"], []).append(bool(r["correct"]))
+    return {q: sum(c) / len(c) for q, c in by_q.items()}
+
+
+RL_PAIRS = (("ssft+gfpo", "ssft"), ("ssft+gfpo", "sft+grpo"), ("ssft+gfpo", "sft"), ("sft+grpo", "sft"))
+
+
+def _rl_lines(paths: list[Path], table: dict[str, dict[str, tuple]]) -> list[str]:
+    """Paired single-sample differences around the RL stage, over (seed, question), and the tag distribution
+    before and after GFPO (mean P(tag | question) over the RL questions, averaged over seeds)."""
+    if not any("+" in m for m in table):
+        return []
+    where = report_columns_from(paths[0]) if paths else {}
+    lines = ["", "Single sample without a given tag (tagged: the model's own tag, pass@1_self; untagged: pass@1; "
+             "ssft before RL: its own tag too), paired over (seed, question):", ""]
+    for a, b in RL_PAIRS:
+        if a not in where or b not in where:
+            continue
+        diffs = []
+        for d in paths:
+            fa, fb = d / "results" / where[a], d / "results" / where[b]
+            qa = single_sample(fa / DETAILS_FILE, json.loads((fa / METRICS_FILE).read_text()))
+            qb = single_sample(fb / DETAILS_FILE, json.loads((fb / METRICS_FILE).read_text()))
+            diffs += [qa[q] - qb[q] for q in qa.keys() & qb.keys()]
+        if diffs:
+            mean, std, n = spread(diffs)
+            half = 1.96 * std / math.sqrt(n)
+            reading = "ahead" if mean - half > 0 else "behind" if mean + half < 0 else "no clear difference"
+            lines.append(f"- {a} − {b}: {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] (n={n}): {reading}")
+    from ssft.train.gfpo import GFPO_FILE
+
+    dists = [json.loads(f.read_text()) for d in paths if (f := d / "models" / "gfpo" / "ssft" / GFPO_FILE).exists()]
+    if dists:
+        before = [sum(x) / len(dists) for x in zip(*(s["tag_distribution_before"] for s in dists))]
+        after = [sum(x) / len(dists) for x in zip(*(s["tag_distribution_after"] for s in dists))]
+        lines += ["", "ssft's tag distribution, mean P(tag | question) before → after GFPO: " + ", ".join(
+            f"<think{t + 1}> {p:.2f} → {q:.2f}" for t, (p, q) in enumerate(zip(before, after)))]
+    return lines
+
+
+def report_columns_from(cell: Path) -> dict[str, str]:
+    """A finished cell's report columns, from the params it ran with."""
+    return report_columns(config_mod.load(cell / "params.yaml"))
 
 
 def _cell_minutes(workdir: Path, study: Study, results: Iterable[Cell]) -> float:

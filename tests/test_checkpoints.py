@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import CHATML, qwen2_checkpoint
@@ -107,6 +108,9 @@ def test_custom_tag_format_reaches_training_save_and_evaluation(tmp_path: Path,
         def generate(self, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             seen.extend(list(p) for p in prompts)
             return [[Sample("#0", 2, (0, 0))] * n for _ in prompts]
+
+        def tag_logprobs(self, prompts, tag_ids):  # noqa: ANN001, ANN202  # tag-free sets: a uniform choice
+            return np.zeros((len(prompts), len(tag_ids)))
 
     monkeypatch.setattr(evaluate_mod.factory, "make", lambda *args, **kwargs: Recorder())
     evaluate_mod.evaluate(cfg, tmp_path / "m", tmp_path / "eval.parquet", tmp_path / "results")

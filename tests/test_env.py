@@ -74,3 +74,18 @@ def test_outside_git_it_is_none(tmp_path: Path) -> None:
 def test_dvc_managed_reads_the_output_folders_from_dvc_lock(repo: Path, tmp_path: Path) -> None:
     assert dvc_managed(repo) == ["dvc.lock", "**/*.dvc", "data/**", "results/**"]
     assert dvc_managed(tmp_path / "nolock") == ["dvc.lock", "**/*.dvc"]
+
+
+def test_the_cli_pins_the_cpu_kernels_before_torch_loads() -> None:
+    """torch's CPU kernels and MKL pick a code path per CPU (AVX-512 here, AVX2 elsewhere) and round
+    differently; the CLI pins both to AVX2 so every x86 CPU computes the same numbers."""
+    import os
+    import sys
+
+    from ssft import env
+
+    code = ("import os; from ssft import env; env.apply(); import torch; "
+            "print(torch.backends.cpu.get_cpu_capability(), os.environ['MKL_CBWR'])")
+    clean = {k: v for k, v in os.environ.items() if k not in env.REPRODUCIBLE}
+    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AVX2", "AVX2"]

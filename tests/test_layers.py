@@ -159,7 +159,7 @@ def choice_lists() -> dict[str, tuple[str, tuple[str, ...]]]:
 # File names and their one home: the stage that writes them.
 FILE_NAMES = {"metrics.json": "ssft/eval/evaluate.py", "details.jsonl": "ssft/eval/evaluate.py",
               "tags.json": "ssft/train/models.py", "train_stats.json": "ssft/train/models.py",
-              "stats.json": "ssft/data/dataset.py"}
+              "stats.json": "ssft/data/dataset.py", "gfpo_stats.json": "ssft/train/gfpo.py"}
 
 
 def literal_copies(root: Path = ROOT) -> list[str]:
@@ -202,7 +202,8 @@ def test_config_reads_its_choices_from_their_owners() -> None:
 
 
 # -- stages ---------------------------------------------------------------------------------------------
-ENTRY = {"traces": "ssft.data.dataset", "train": "ssft.train.trainer", "evaluate": "ssft.eval.evaluate"}
+ENTRY = {"traces": "ssft.data.dataset", "train": "ssft.train.trainer", "evaluate": "ssft.eval.evaluate",
+         "gfpo": "ssft.train.gfpo"}
 
 
 def closure(start: str, edges: dict[str, set[str]]) -> set[str]:

@@ -72,7 +72,11 @@ def test_stage_deps_and_params_are_the_lists_of_ssft_stages() -> None:
     from ssft import stages
 
     found = dvc_stages()
-    for name, inputs in stages.STAGES.items():
+    # dvc.yaml stage -> its list in ssft.stages (the RL models are evaluated like the others)
+    lists = {**{name: name for name in stages.STAGES}, "evaluate-gfpo": "evaluate"}
+    assert set(found) - {"report", "register", "register-gfpo"} == set(lists), "a dvc.yaml stage without its list in ssft.stages"
+    for name, key in lists.items():
+        inputs = stages.STAGES[key]
         code = {d for d in _paths(found[name]["deps"]) if d.startswith("ssft/")}
         assert code == set(inputs.code), f"{name}: dvc.yaml deps {sorted(code)} != ssft.stages {inputs.code}"
         assert set(found[name]["params"]) == set(inputs.params), name
@@ -80,9 +84,10 @@ def test_stage_deps_and_params_are_the_lists_of_ssft_stages() -> None:
 
 def test_report_deps_follow_train_methods() -> None:
     root = Path(__file__).resolve().parents[1]
-    methods = yaml.safe_load((root / "params.yaml").read_text())["train"]["methods"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    dirs = [*params["train"]["methods"], *(f"gfpo/{m}" for m in params["gfpo"]["methods"])]
     deps = {d for d in dvc_stages()["report"]["deps"] if d.startswith("results/")}
-    assert deps == {f"results/{m}/{f}" for m in methods for f in ("metrics.json", "details.jsonl")}
+    assert deps == {f"results/{m}/{f}" for m in dirs for f in ("metrics.json", "details.jsonl")}
 
 
 def test_committed_dvc_lock_matches_the_code() -> None:

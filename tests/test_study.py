@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from ssft import study
+from ssft import config, study
 from ssft.cli import main
 
 MINI = {
@@ -18,7 +18,7 @@ MINI = {
              "model.hidden_size": 32, "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 64,
              "train.max_steps": 8, "train.questions_per_step": 4, "train.warmup_steps": 2, "train.save_steps": 100,
              "eval.samples": 8, "eval.ks": [8], "eval.max_new_tokens": 40, "tracking.enabled": False,
-             "tracking.system_metrics": False},
+             "tracking.system_metrics": False, "gfpo.methods": []},
     "seeds": [0, 1],
     "settings": [{"name": "a", "params": {"train.methods": ["ssft", "sft"], "eval.temperatures": [1.0],
                                           "eval.ks": [1, 2, 8]}},
@@ -92,9 +92,11 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
 
 def test_the_shipped_studies_load() -> None:
     cpu = study.cells(study.load(ROOT / "studies" / "cpu.yaml"))
-    assert len(cpu) == 18
+    assert len(cpu) == 21
     assert [c.seed for c in cpu if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
     assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2]  # the study's
+    for c in cpu:  # every cell's params are valid (gfpo.methods must be trained methods, ...)
+        config.from_dict(_cell_params(study.load(ROOT / "studies" / "cpu.yaml"), c))
     assert len(study.cells(study.load(ROOT / "studies" / "gpu.yaml"))) == 6
 
 
@@ -151,3 +153,35 @@ def test_the_code_hash_follows_what_cells_compute_not_the_report(tmp_path: Path)
     matching = tmp_path / "ssft" / "train" / "matching.py"
     matching.write_text(matching.read_text() + "\n# edit\n")
     assert study.code_hash(tmp_path) != before, "a training edit reruns them"
+
+
+def _cell_params(spec: study.Study, cell: study.Cell) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in study.overrides(spec, cell).items():
+        config.set_dotted(raw, dotted, value)
+    return raw
+
+
+def test_single_sample_accuracy_without_a_given_tag(tmp_path: Path) -> None:
+    """The RL comparison's per-question single sample: the model's own tag where it has tag-free rows, else
+    its validation tag, else every sampled generation."""
+    rows = [{"question_id": "q", "set": "sampled", "tag": 1, "correct": True},
+            {"question_id": "q", "set": "sampled", "tag": 2, "correct": False},
+            {"question_id": "q", "set": "greedy", "tag": 2, "correct": True}]
+    f = tmp_path / "details.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert study.single_sample(f, {"val_tag": 2}) == {"q": 0.0}
+    assert study.single_sample(f, {"val_tag": 0}) == {"q": 0.5}
+    rows += [{"question_id": "q", "set": "self_sampled", "tag": 1, "correct": True}] * 3
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert study.single_sample(f, {"val_tag": 2}) == {"q": 1.0}
+
+
+def test_a_study_can_run_some_of_its_settings() -> None:
+    spec = study.load(ROOT / "studies" / "cpu.yaml")
+    part = study.only(spec, ["gfpo-unmarked"])
+    assert [c.setting.name for c in study.cells(part)] == ["gfpo-unmarked"] * 3
+    assert study.cell_dir(Path("w"), part, study.cells(part)[0]) == study.cell_dir(
+        Path("w"), spec, next(c for c in study.cells(spec) if c.setting.name == "gfpo-unmarked"))
+    with pytest.raises(ValueError, match="no such setting"):
+        study.only(spec, ["nope"])

@@ -24,18 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ssft.atomic import replace_dir, temp_path
 from ssft.config import Config
-from ssft.data import traces
-from ssft.data.checkers import get_checker
-from ssft.data.tasks import extract_answer, get_task
+from ssft.data import grading, traces
+from ssft.data.tasks import get_task
 from ssft.data.tasks.base import problem_from
 from ssft.data.traces import QuestionTraces
 from ssft.errors import UserError
 from ssft.eval import metrics
 from ssft.generation import factory
 from ssft.generation.sampler import Sampler
-from ssft.train import methods
+from ssft.train import methods, rollouts
 from ssft.train.forking import PromptLayout, prompt_ids
 
 log = logging.getLogger(__name__)
@@ -61,20 +62,19 @@ class Judge:
 def synthetic_judge(cfg: Config) -> Judge:
     task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
     problem = lambda q: problem_from(q.question_id, q.question, q.answer)  # noqa: E731
-    return Judge(extract_answer, lambda q, text: task.check(problem(q), text),
-                 lambda pairs: [task.classify(problem(q), text) for q, text in pairs])
+    g = grading.grader(cfg)
+    return Judge(g.answer, g.correct, lambda pairs: [task.classify(problem(q), text) for q, text in pairs])
 
 
 def teacher_judge(cfg: Config, train: list[dict]) -> Judge:
     """``train``: the training trace rows (what the teacher classifier learns from)."""
     from ssft.eval.classify import fit_teacher_classifier
 
-    checker = get_checker(cfg.data.checker)
+    g = grading.grader(cfg)
     clf = fit_teacher_classifier([r["trace"] for r in train], [r["source"] for r in train],
                                  [r["question_id"] for r in train], cfg.seed)
     log.info("teacher classifier: %d teachers, held-out accuracy %.3f", len(clf.labels), clf.heldout_accuracy)
-    return Judge(checker.extract, lambda q, text: checker.correct(text, q.answer),
-                 lambda pairs: clf.predict([text for _, text in pairs]),
+    return Judge(g.answer, g.correct, lambda pairs: clf.predict([text for _, text in pairs]),
                  {"teacher_classifier_acc": clf.heldout_accuracy, "teachers": float(len(clf.labels))})
 
 
@@ -154,6 +154,35 @@ def _generations(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout,
              "length": smp.length} for (q, tag, s, smp), mode in zip(keys, modes)]
 
 
+def _self_tagged(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout, questions, mode: str,  # noqa: ANN001
+                 judge: Judge, rng: np.random.Generator) -> list[dict]:
+    """Details rows of ``eval.samples`` tag-free samples per question: the model picks each tag itself (``mode``
+    greedy_tag or sampled_tag, ``ssft.train.rollouts``); ``tag`` is the tag picked, ``tag_probs`` the
+    model's distribution over its N tags for that question."""
+    out = rollouts.generate(sampler, tokenizer, layout, [q.question for q in questions], cfg.eval.samples, mode, rng,
+                            cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens)
+    keys = [(q, int(out.tags[k, s]), s, out.samples[k][s], out.probs[k]) for k, q in enumerate(questions)
+            for s in range(cfg.eval.samples)]
+    modes = judge.modes([(q, smp.text) for q, _, _, smp, _ in keys])
+    return [{"question_id": q.question_id, "tag": tag, "sample": s, "set": metrics.SELF_SETS[mode],
+             "temperature": cfg.eval.temperature, "text": smp.text, "answer": judge.answer(smp.text),
+             "correct": judge.correct(q, smp.text), "mode": m, "length": smp.length,
+             "tag_probs": [float(x) for x in p]} for (q, tag, s, smp, p), m in zip(keys, modes)]
+
+
+def self_metrics(self_sets: dict[str, list[dict]], sampled: list[dict], n_tags: int, ks: list) -> dict[str, float]:
+    """``pass@1_self``, ``cons@N_self``, ... (sampled_tag), the same with ``_self_greedy_tag``, and how the
+    model chooses its tag (``metrics.tag_choice_metrics``)."""
+    if not self_sets:
+        return {}
+    picked = _as_generations(self_sets["sampled_tag"], n_tags)
+    probs = {r["question_id"]: r["tag_probs"] for r in self_sets["sampled_tag"]}
+    return {**metrics.self_tag_metrics(picked, n_tags, ks, "_self"),
+            **metrics.self_tag_metrics(_as_generations(self_sets["greedy_tag"], n_tags), n_tags, ks,
+                                       "_self_greedy_tag"),
+            **metrics.tag_choice_metrics(probs, picked, _as_generations(sampled, n_tags))}
+
+
 def _as_generations(rows: list[dict], n_tags: int) -> list[metrics.Generation]:
     gens = [metrics.Generation(r["question_id"], r["tag"], r["sample"], r["answer"], r["correct"], r["mode"],
                                r["length"]) for r in rows]
@@ -215,6 +244,10 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     stats = train_stats(model_dir)
     best = best_tag(stats) if method.tagged else None
     chosen, val_acc = validation_tag(cfg, sampler, tokenizer, layout, val_file, tags, judge)
+    # Last, so the sets above draw exactly what they drew before tag-free inference existed.
+    rng = np.random.default_rng([cfg.seed, 1])  # the sampled tags' own stream
+    self_sets = {mode: _self_tagged(cfg, sampler, tokenizer, layout, questions, mode, judge, rng)
+                 for mode in rollouts.MODES} if method.tagged and cfg.eval.self_tag else {}
     result = {**metrics.compute_metrics(_as_generations(sampled, n), n, cfg.eval.ks, best, val_tag=chosen),
               **metrics.compute_metrics(_as_generations(greedy, n), n, (), best, suffix="_greedy", val_tag=chosen),
               # the sweep, the main sampled set among its temperatures: one series per method
@@ -223,14 +256,16 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
                                                      val_tag=chosen).items()},
               **{k: float(stats[k]) for k in ("match_agreement_full",) if k in stats},
               "best_tag": best or 0, "val_tag": chosen or 0, **val_acc,
-              "dead_tags": float(len(stats.get("dead_tags", []))) if method.tagged else 0.0, **judge.extra}
+              "dead_tags": float(len(stats.get("dead_tags", []))) if method.tagged else 0.0, **judge.extra,
+              **self_metrics(self_sets, sampled, n, cfg.eval.ks)}
     warn_if_truncated([*greedy, *sampled], cfg.eval.max_new_tokens)
     tmp = temp_path(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run or a full disk: never shipped with this one
     tmp.mkdir(parents=True)
     (tmp / METRICS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True))
     with open(tmp / DETAILS_FILE, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for rows in (greedy, sampled, *sweep.values()) for row in rows)
+        f.writelines(json.dumps(row) + "\n" for rows in (greedy, sampled, *sweep.values(), *self_sets.values())
+                     for row in rows)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)
     headline = {k: round(result[k], 3) for k in ("pass@1", "cons@N", "coverage", "coverage_greedy", "purity")}

@@ -261,3 +261,47 @@ def compute_metrics(
     m["n_questions"] = float(len(ordered))
     m["n_generations"] = float(len(gens))
     return {key + suffix: float(v) for key, v in m.items()}
+
+
+# -----------------------------------------------------------------------------
+# tag-free inference: the model picks its own tag
+
+
+SELF_SETS = {"greedy_tag": "self_greedy", "sampled_tag": "self_sampled"}  # rollouts mode -> details set
+
+
+def self_tag_metrics(gens: Sequence[Generation], n_tags: int, ks: Sequence[int] = (), suffix: str = "_self"
+                     ) -> dict[str, float]:
+    """Accuracy and votes of samples whose tag the model picked itself, one pool per question (as an untagged
+    model's): ``pass@1_self``, ``cons@N_self`` (rounds of N samples), ``cons@k_self``, ``pass@k_self``,
+    ``coverage_self`` and ``distinct_answers_self``."""
+    pooled = compute_metrics([Generation(g.question_id, None, k, g.answer, g.correct, g.mode, g.length)
+                              for k, g in enumerate(gens)], n_tags, ks)
+    keep = [k for k in pooled if k.startswith(("pass@", "cons@")) and not k.startswith("pass@1_")]
+    return {k + suffix: pooled[k] for k in [*keep, "coverage", "distinct_answers"]}
+
+
+def tag_choice_metrics(probs: Mapping[str, Sequence[float]], picked: Sequence[Generation],
+                       tagged: Sequence[Generation]) -> dict[str, float]:
+    """How the model chooses its tag. ``probs``: question -> P(tag | question) over the N tags (one forward
+    pass); ``picked``: the self-tagged samples (their ``tag`` = the tag drawn); ``tagged``: the tag-prompted
+    samples, which say per question which tags answer best.
+
+    tag_entropy_self    mean over questions of the entropy (nats) of P(tag | question)
+    argmax_best_tag     share of questions whose most likely tag is among its most accurate tags
+    pick_rate_tagI      share of self-tagged samples written under tag I
+    """
+    acc: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for g in tagged:
+        if g.tag is not None:
+            acc[g.question_id][g.tag].append(g.correct)
+    hits = []
+    for q, p in probs.items():
+        if q in acc:
+            means = {t: _mean(c) for t, c in acc[q].items()}
+            hits.append(means.get(int(np.argmax(p)) + 1, -1.0) == max(means.values()))
+    n_tags = len(next(iter(probs.values()))) if probs else 0
+    picks = Counter(g.tag for g in picked)
+    return {"tag_entropy_self": _mean([float(-sum(x * np.log(x) for x in p if x > 0)) for p in probs.values()]),
+            "argmax_best_tag": _mean(hits),
+            **{f"pick_rate_tag{t}": picks[t] / max(len(picked), 1) for t in range(1, n_tags + 1)}}

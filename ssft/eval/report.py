@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ssft import atomic
+from ssft.config import Config
 from ssft.eval.evaluate import METRICS_FILE
+from ssft.train import methods
 
 # What SSFT claims (method.md): better majority votes and more distinct correct modes from the tags, at no
 # cost in single-sample accuracy. Marked in the table, compared in the first line.
@@ -28,18 +31,42 @@ ROWS = ("pass@1", "pass@1_val_tag", "pass@1_tag1", "pass@1_best_tag", "dead_tags
         "pass@N", "coverage", "purity", "nmi", "blended", "distinct_answers", "teacher_classifier_acc",
         "pass@1_greedy", "pass@1_val_tag_greedy", "pass@1_tag1_greedy", "pass@1_best_tag_greedy", "cons@N_greedy",
         "cons@N_ties_greedy", "pass@N_greedy", "coverage_greedy", "purity_greedy", "nmi_greedy", "blended_greedy")
+# Tag-free inference (the model picks its own tag; tagged methods only): accuracy, votes, how it chooses.
+SELF_ROWS = ("pass@1_self", "pass@1_self_greedy_tag", "cons@N_self", "pass@N_self", "coverage_self",
+             "tag_entropy_self", "argmax_best_tag")
 # Rows of the temperature sweep (eval.temperatures), each as <metric>_t<T>: accuracy against diversity.
 SWEEP_ROWS = ("pass@1", "cons@N", "coverage")
 
 
-def collect(results_dir: Path, methods: list[str]) -> dict[str, dict]:
+def collect(results_dir: Path, columns: Sequence[str] | Mapping[str, str]) -> dict[str, dict]:
+    """Column -> metrics; ``columns``: method names (results/<method>), or column label -> its directory under
+    ``results_dir`` (the RL-trained models: ``{"ssft+gfpo": "gfpo/ssft"}``)."""
+    named = dict(columns) if isinstance(columns, Mapping) else {m: m for m in columns}
     out = {}
-    for m in methods:
-        f = Path(results_dir) / m / METRICS_FILE
+    for label, sub in named.items():
+        f = Path(results_dir) / sub / METRICS_FILE
         if not f.exists():
-            raise FileNotFoundError(f"{f}: missing; run `ssft evaluate --method {m}` first")
-        out[m] = json.loads(f.read_text())
+            base, _, rl = label.partition("+")
+            how = (f"ssft evaluate --method {base} --models models/gfpo --results {Path(results_dir) / 'gfpo'}" if rl
+                   else f"ssft evaluate --method {label}")
+            raise FileNotFoundError(f"{f}: missing; run `{how}` first (dvc repro runs every stage)")
+        out[label] = json.loads(f.read_text())
     return out
+
+
+def rl_line(table: dict[str, dict]) -> str:
+    """One line on the RL stage: each RL model's tag-free single sample against its base model's best single
+    sample (pass@1_val_tag), and GFPO against GRPO, the paper's comparison."""
+    parts = []
+    for label, m in table.items():
+        base, _, rl = label.partition("+")
+        if not rl or base not in table:
+            continue
+        ours = m.get("pass@1_self", m["pass@1"])
+        ref = table[base].get("pass@1_val_tag", table[base]["pass@1"])
+        parts.append(f"{label} pass@1{'_self' if 'pass@1_self' in m else ''} {ours:.3f} vs {base} "
+                     f"pass@1_val_tag {ref:.3f} ({ours - ref:+.3f})")
+    return ("RL stage: " + "; ".join(parts) + ".\n\n") if parts else ""
 
 
 def _k_order(key: str) -> tuple[bool, int, str]:
@@ -65,11 +92,11 @@ def markdown(table: dict[str, dict]) -> str:
     methods = list(table)
     keys = {k for m in methods for k in table[m]}
     extra = sorted({k for k in keys if k.startswith(("cons@", "pass@")) and k not in ROWS and "_ties" not in k
-                    and temperature_of(k) is None}, key=_k_order)
+                    and "_self" not in k and temperature_of(k) is None}, key=_k_order)
     sweep = sorted((k for k in keys if temperature_of(k) is not None and k.rsplit("_t", 1)[0] in SWEEP_ROWS),
                    key=lambda k: (temperature_of(k), SWEEP_ROWS.index(k.rsplit("_t", 1)[0])))
     lines = ["| metric | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for key in [*ROWS, *extra, *sweep]:
+    for key in [*ROWS, *extra, *SELF_ROWS, *sweep]:
         if any(key in table[m] for m in methods):
             base, sfx = (key.split("_", 1) + [""])[0], ("_" + key.split("_", 1)[1]) if "_" in key else ""
             cells = [("n/a" if base in DIVERSITY and nothing_correct(table[m], sfx) else f"{table[m][key]:.3f}")
@@ -139,15 +166,24 @@ def terminal_line(results_dir: Path, table: dict[str, dict]) -> str:
     return f"{Path(results_dir) / 'summary.md'}: {line}"
 
 
-def write_report(results_dir: Path, methods: list[str]) -> str:
+def write_report(results_dir: Path, methods: Sequence[str] | Mapping[str, str]) -> str:
     """summary.md (headline, table, which tag each pass@1 row samples) and summary.json; returns the one line
     the stage prints."""
     table = collect(results_dir, methods)
-    text = "# SSFT vs baselines\n\n" + headline(table) + "Sampled metrics at eval.temperature; `_greedy` = one " \
-           f"greedy generation per tag; headline rows marked{HEADLINE_MARK}.\n\n" + markdown(table)
+    text = "# SSFT vs baselines\n\n" + headline(table) + rl_line(table) + "Sampled metrics at eval.temperature; " \
+           f"`_greedy` = one greedy generation per tag; headline rows marked{HEADLINE_MARK}.\n\n" + markdown(table)
     if any(nothing_correct(v) for v in table.values()):
         text += "\nn/a: coverage, purity and nmi of a method that answered nothing correctly (pass@1 = pass@N = 0).\n"
     text += "\n" + tag_notes(table)
     atomic.write_text(Path(results_dir) / "summary.md", text)
     atomic.write_text(Path(results_dir) / "summary.json", json.dumps(table, indent=2, sort_keys=True))
     return terminal_line(results_dir, table)
+
+
+def columns(cfg: Config) -> dict[str, str]:
+    """The report's columns and where their results are: each trained method (``results/<method>``), then each
+    RL-trained one (``results/gfpo/<method>``, labelled ssft+gfpo or sft+grpo)."""
+    out = {m: m for m in cfg.train.methods}
+    for m in cfg.gfpo.methods:
+        out[methods.rl_label(m, methods.rl_scope(cfg.gfpo.scope, methods.get(m)))] = f"gfpo/{m}"
+    return out

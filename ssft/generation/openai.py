@@ -265,7 +265,8 @@ class OpenAISampler:
     def tag_logprobs(self, prompts: Sequence[Sequence[int]], tag_ids: Sequence[int]) -> np.ndarray:
         if self.dialect == "text":
             raise UserError(f"{redact(self.url)} returns no logprobs (transformers serve cannot); serve the model "
-                            "with vLLM for tag log-probabilities, or use eval.backend: hf")
+                            "with vLLM for tag log-probabilities, use eval.backend: hf, or skip tag-free "
+                            "inference with eval.self_tag: false")
         tags = [int(t) for t in tag_ids]
         rows = self._map(lambda k: self._tag_row(prompts[k], tags), len(prompts))
         if rows and self._logprob_mode == "logprob_token_ids" and np.isinf(np.array(rows)).any():

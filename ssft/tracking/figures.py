@@ -276,3 +276,21 @@ def _diversity_vs_accuracy(agg: dict[str, dict[str, dict[str, tuple]]], settings
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def tag_distribution_figure(stats: dict) -> Any:
+    """GFPO: the model's mean P(tag | question) over the RL questions, before and after the RL steps."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    before, after = stats["tag_distribution_before"], stats["tag_distribution_after"]
+    tags = np.arange(1, len(before) + 1)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(tags - 0.2, before, width=0.4, label="before")
+    ax.bar(tags + 0.2, after, width=0.4, label=f"after {len(stats['steps'])} steps")
+    ax.set_xticks(tags, [f"<think{t}>" for t in tags])
+    ax.set_ylabel("mean P(tag | question)")
+    ax.set_title(f"{stats['method']}: the tag the model picks ({stats['scope']})")
+    ax.legend()
+    fig.tight_layout()
+    return fig

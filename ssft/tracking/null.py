@@ -17,10 +17,22 @@ class NullRun:
         pass
 
 
+class NullRLRun:
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def finish(self, model_dir: Path, stats: dict) -> None:
+        pass
+
+
 class NullTracker:
     @contextmanager
     def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[NullRun]:
         yield NullRun()
+
+    @contextmanager
+    def rl_run(self, method: str, base_model_dir: Path) -> Iterator[NullRLRun]:
+        yield NullRLRun()
 
     def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
         pass

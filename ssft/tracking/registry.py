@@ -64,22 +64,28 @@ def register(client: MlflowClient, cfg: Config, root: Path, model_dir: Path, que
 BASELINES = ("sft",)  # the methods a new champion must beat in its own pipeline run (besides the champion)
 
 
-def baseline_cons(client: MlflowClient, run_id: str, method: str) -> float | None:
-    """cons@N of ``method``'s training run in the pipeline run that trained ``run_id`` (the newest such run);
-    None when it has none, or it is not evaluated yet."""
+def baseline_cons(client: MlflowClient, run_id: str, method: str, stage: str | None = None) -> float | None:
+    """cons@N of ``method``'s run in the pipeline run that trained ``run_id`` (the newest such run): its training
+    run, or with ``stage`` (gfpo) its run of that stage; None when it has none, or it is not evaluated yet."""
     run = client.get_run(run_id)
     pipeline = run.data.tags.get("pipeline_run_id")
     if not pipeline:
         return None
     found = [r for r in client.search_runs(
         [run.info.experiment_id], f"tags.method = '{method}' and tags.pipeline_run_id = '{pipeline}'",
-        order_by=["attributes.start_time DESC"]) if "stage" not in r.data.tags]
+        order_by=["attributes.start_time DESC"]) if r.data.tags.get("stage") == stage]
     key = f"eval/{metric_name('cons@N')}"
     return next((r.data.metrics[key] for r in found if key in r.data.metrics), None)
 
 
+def aliases(stage: str | None) -> tuple[str, str]:
+    """(candidate, champion) aliases of a stage's versions: like is compared with like, so an RL-trained model
+    (stage gfpo) has its own, ``candidate-gfpo`` and ``champion-gfpo``."""
+    return ("candidate", "champion") if stage is None else (f"candidate-{stage}", f"champion-{stage}")
+
+
 def promote(client: MlflowClient, name: str, version: int, cons: float, info: dict[str, Any],
-            baselines: tuple[str, ...] = BASELINES) -> dict[str, Any]:
+            baselines: tuple[str, ...] = BASELINES, stage: str | None = None) -> dict[str, Any]:
     """Alias ``candidate`` -> ``version``; ``champion`` too when its cons@N beats the current champion's (or
     there is none) and every baseline's of the same pipeline run (``info["run_id"]``: the training run). A
     baseline that is missing or not evaluated yet blocks the promotion: a champion is never crowned unchecked.
@@ -87,23 +93,25 @@ def promote(client: MlflowClient, name: str, version: int, cons: float, info: di
     client.set_model_version_tag(name, str(version), metric_name("cons@N"), str(cons))
     if "run_id" in info:
         client.set_model_version_tag(name, str(version), "run_id", info["run_id"])
-    client.set_registered_model_alias(name, "candidate", str(version))
+    candidate, champion_alias = aliases(stage)
+    client.set_model_version_tag(name, str(version), "stage", stage or "ssft")
+    client.set_registered_model_alias(name, candidate, str(version))
     try:
-        champ = client.get_model_version_by_alias(name, "champion")
+        champ = client.get_model_version_by_alias(name, champion_alias)
         champ_cons = float(champ.tags.get(metric_name("cons@N"), "-inf"))
     except mlflow.exceptions.MlflowException:
         champ, champ_cons = None, float("-inf")
     reasons = [] if cons > champ_cons else [f"cons@N {cons:.3f} does not beat champion v{champ.version}'s "
                                             f"{champ_cons:.3f}" if champ else f"cons@N {cons:.3f}"]
     for method in baselines:
-        ref = baseline_cons(client, info["run_id"], method) if "run_id" in info else None
+        ref = baseline_cons(client, info["run_id"], method, stage) if "run_id" in info else None
         if ref is None:
             reasons.append(f"no evaluated {method} run in this pipeline run to compare with")
         elif cons <= ref:
             reasons.append(f"cons@N {cons:.3f} does not beat {method}'s {ref:.3f}")
     promoted = not reasons
     if promoted:
-        client.set_registered_model_alias(name, "champion", str(version))
+        client.set_registered_model_alias(name, champion_alias, str(version))
     champion = version if promoted else (int(champ.version) if champ else None)
     reason = "beats the champion and " + ", ".join(baselines) if promoted else "; ".join(reasons)
     client.set_model_version_tag(name, str(version), "champion_decision", reason)

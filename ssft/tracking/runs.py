@@ -36,7 +36,7 @@ from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
 from ssft.eval.report import COMPARED
 from ssft.generation.openai import redact  # the one redaction (credentials and query) of every URL shown
 from ssft.tracking import registry
-from ssft.tracking.figures import eval_figures, tag_mode_table
+from ssft.tracking.figures import eval_figures, tag_distribution_figure, tag_mode_table
 from ssft.tracking.names import dvc_data_hash, experiment_name, metric_name, mlflow_safe
 
 log = logging.getLogger(__name__)
@@ -267,6 +267,25 @@ class Tracker:
         with mlflow.start_run(run_id=rid, log_system_metrics=self.cfg.tracking.system_metrics):
             yield TrainingRun(self.client, rid)
 
+    @contextmanager
+    def rl_run(self, method: str, base_model_dir: Path) -> Iterator[RLRun]:
+        """A child run ``gfpo`` of the run that trained ``base_model_dir``: the RL stage's curves per step, its
+        statistics and the tag distribution before and after. Tagged with the RL model it produced, so its
+        evaluation nests under it."""
+        parent = self.attach(method, base_model_dir)
+        pipeline = pipeline_run()
+        rid = self.client.create_run(self.experiment_id, tags={
+            "method": method, "stage": "gfpo", "pipeline_run_id": pipeline, "git_commit": git_commit(self.root),
+            "mlflow.parentRunId": parent, "mlflow.runName": f"{method}-gfpo-{run_label(pipeline)}"}).info.run_id
+        params = {k: v for k, v in flat_params(self.cfg).items() if k.startswith("gfpo.")}
+        self.client.log_batch(rid, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+        try:
+            yield RLRun(self.client, rid)
+        except BaseException:
+            self.client.set_terminated(rid, "FAILED")
+            raise
+        self.client.set_terminated(rid, "FINISHED")
+
     def _description(self, method: str) -> str:
         """The run page's description: what ran it, with the Prefect flow run's link when there is one."""
         url = os.environ.get(env.PIPELINE_RUN_URL)
@@ -390,11 +409,14 @@ class Tracker:
         """Log the SSFT model under its training run and register it as a new version (``registry``)."""
         if not self.cfg.tracking.register:
             return {"registered": False}
-        rid = self.attach("ssft", model_dir)
+        rid = self.attach("ssft", model_dir)  # an RL-trained model: its gfpo run
+        from ssft.train.models import TAGS_FILE  # the register stage loads the model anyway
+
+        stage = json.loads((Path(model_dir) / TAGS_FILE).read_text()).get("stage")  # None: stage 1, ssft
         with self.child_run(rid, "register"):  # the training run keeps its duration
             info = registry.register(self.client, self.cfg, self.root, model_dir, question)
         return registry.promote(self.client, info["name"], info["version"], float(metrics["cons@N"]),
-                                {**info, "run_id": rid})
+                                {**info, "run_id": rid}, stage=stage)
 
 
 class TrainingRun:
@@ -420,3 +442,20 @@ class TrainingRun:
         if over:
             self.client.log_batch(self.run_id, params=[mlflow.entities.Param(
                 f"{DATASET_PARAM}.over_context.{mlflow_safe(source)}", str(n)) for source, n in over.items()])
+
+
+class RLRun:
+    """The open RL (GFPO/GRPO) run: ``log`` per step, ``finish`` with the model it wrote."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client, self.run_id = client, run_id
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(f"gfpo/{k}", float(v), now_ms(), step)
+                                                    for k, v in metrics.items()])
+
+    def finish(self, model_dir: Path, stats: dict) -> None:
+        self.client.set_tag(self.run_id, "model_sha", model_sha(model_dir))
+        self.client.log_dict(self.run_id, stats, "gfpo/gfpo_stats.json")
+        if stats.get("tag_distribution_before"):
+            self.client.log_figure(self.run_id, tag_distribution_figure(stats), "gfpo/tag_distribution.png")

@@ -78,6 +78,27 @@ class Fixed(Method):
         return [s + 1 for s in strategy]
 
 
+# What an RL stage after training (ssft.train.gfpo) puts the loss on: the tag only (GFPO), every generated
+# token (GRPO, the paper's baseline), or auto: the tag for a tagged model, every token for the untagged sft.
+RL_SCOPES = ("auto", "tag", "all")
+
+
+def rl_scope(scope: str, method: Method) -> str:
+    if scope not in RL_SCOPES:
+        raise UserError(f"gfpo.scope={scope!r}: use one of {', '.join(RL_SCOPES)}")
+    if scope == "auto":
+        return "tag" if method.tagged else "all"
+    if scope == "tag" and not method.tagged:
+        raise UserError(f"gfpo.scope=tag on a {method.name} model: it has one shared tag, so there is no tag "
+                        "choice to train; use gfpo.scope: all (GRPO) or auto")
+    return scope
+
+
+def rl_label(name: str, scope: str) -> str:
+    """How reports name a model after its RL stage: ssft+gfpo (the tag only), sft+grpo (every token)."""
+    return f"{name}+{'gfpo' if scope == 'tag' else 'grpo'}"
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (SSFT(), SFT(), Random(), Fixed())}
 NAMES = tuple(METHODS)
 
