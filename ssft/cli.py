@@ -216,14 +216,16 @@ def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     MLflow run."""
     from ssft.eval.evaluate import DETAILS_FILE
     from ssft.eval.report import collect, write_report
+    from ssft.eval.report import columns as report_columns
     from ssft.tracking.figures import comparison_figures, save_figures
 
     methods, results = list(cfg.train.methods), Path(args.results)
+    columns = report_columns(cfg)  # the methods, then their RL-trained models (dvc.yaml evaluate-gfpo)
     tracker = _tracker(cfg, args)
-    print(write_report(results, methods))
-    details = {m: [json.loads(line) for line in (results / m / DETAILS_FILE).read_text().splitlines()]
-               for m in methods if (results / m / DETAILS_FILE).exists()}
-    plots = save_figures(comparison_figures(collect(results, methods), details, cfg.ssft.num_tags), results / "plots")
+    print(write_report(results, columns))
+    details = {label: [json.loads(line) for line in (results / sub / DETAILS_FILE).read_text().splitlines()]
+               for label, sub in columns.items() if (results / sub / DETAILS_FILE).exists()}
+    plots = save_figures(comparison_figures(collect(results, columns), details, cfg.ssft.num_tags), results / "plots")
     tracker.log_comparison(methods, Path(args.models), plots)
 
 

@@ -23,6 +23,7 @@ from ssft.data.sources.teachers import BACKENDS
 from ssft.errors import UserError
 from ssft.generation.factory import BACKENDS as GENERATION_BACKENDS
 from ssft.train.methods import NAMES as METHODS
+from ssft.train.methods import RL_SCOPES
 from ssft.train.precision import DTYPES, KERNELS
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ class EvalConfig:
     ks: list = _f([8, 16], "k values for cons@k / pass@k beyond N (k <= samples)")
     max_new_tokens: int = _f(64, "generation budget per sample")
     batch_size: int = _f(256, "hf: sequences (prompts x samples) per generate() call")
+    self_tag: bool = _f(True, "tag-free inference too (tagged models): the model picks its own tag, greedy_tag and "
+                              "sampled_tag sets (pass@1_self, cons@N_self); needs the backend's tag log-probabilities")
     backend: str = _f("hf", "generation engine: hf (transformers, in this process) | openai (a served copy of the "
                       "model at eval.server: vLLM, SGLang, transformers serve) | vllm (vLLM's offline engine, GPU)")
     server: str | None = _f(None, "openai: the server's base URL, e.g. http://127.0.0.1:8000/v1; null otherwise")
@@ -186,6 +189,29 @@ class TrackingConfig:
     register: bool = _f(True, "register the trained SSFT model in the MLflow registry with aliases")
     system_metrics: bool = _f(True, "sample CPU, memory, disk and GPU use into the training run every 5 s (psutil)")
     model_name: str | None = _f(None, "registered model name; null = ssft-<data name>")
+
+
+@dataclass(frozen=True)
+class GFPOConfig:
+    """The RL stage after training (``ssft gfpo``; paper v3). The paper reports 10 steps, batch 256 and 1k
+    prompts on Qwen2.5-32B; group size, KL and clipping are not reported: these defaults are choices."""
+
+    methods: list = _f(["ssft", "sft"], "trained models that get the RL stage (dvc.yaml gfpo@<method>); ssft: GFPO "
+                                        "(tag only), sft: GRPO (every token) at the same budget")
+    steps: int = _f(10, "RL steps (the paper: 10)")
+    questions_per_step: int = _f(16, "B: training questions per step")
+    rollouts: int = _f(8, "G: rollouts per question (the group of the group-relative advantage)")
+    lr: float = _f(1e-4, "AdamW learning rate of the RL steps")
+    temperature: float = _f(1.0, "sampling temperature of the rollouts (the tag is drawn from the model's own "
+                                 "distribution over its N tags)")
+    max_new_tokens: int = _f(48, "generation budget per rollout (tokens)")
+    clip: float = _f(0.2, "PPO clipping: the policy ratio is clipped to [1 - clip, 1 + clip]")
+    updates_per_batch: int = _f(2, "optimizer updates on each step's rollouts (the ratio is 1 at the first)")
+    scale_rewards: bool = _f(True, "divide advantages by the group's reward std (false: ThreadWeaver's choice)")
+    kl: float = _f(0.0, "weight of KL(P(tag | q) || the starting model's) in GFPO's loss; 0 = none")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    scope: str = _f("auto", "where the loss goes: tag (GFPO: the tag position only) | all (GRPO: every generated "
+                            "token) | auto (tag for tagged models, all for sft)")
 
 
 @dataclass(frozen=True)
@@ -209,6 +235,7 @@ class Config:
     train: TrainConfig = _f(None, "")
     eval: EvalConfig = _f(None, "")
     tracking: TrackingConfig = _f(None, "")
+    gfpo: GFPOConfig = _f(None, "")
     pipeline: PipelineConfig = _f(None, "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,7 +254,7 @@ class Config:
 
 SECTIONS = {"data": DataConfig, "task": TaskConfig, "traces": TracesConfig, "model": ModelConfig, "ssft": SSFTConfig,
             "train": TrainConfig, "eval": EvalConfig, "tracking": TrackingConfig,
-            "pipeline": PipelineConfig}
+            "gfpo": GFPOConfig, "pipeline": PipelineConfig}
 
 
 class ConfigError(UserError):
@@ -286,6 +313,16 @@ def _check(cfg: Config, errors: list[str]) -> None:
     rules = [
         (cfg.seed >= 0, "seed", "use a seed >= 0"),
         (cfg.pipeline.parallel >= 0, "pipeline.parallel", "use >= 0 (0 = what the cores allow)"),
+        (all(x in t.methods for x in cfg.gfpo.methods), "gfpo.methods",
+         f"each must be a trained method, one of train.methods={t.methods} ([] = no RL stage)"),
+        (cfg.gfpo.steps >= 1 and cfg.gfpo.questions_per_step >= 1, "gfpo.steps",
+         "use >= 1 (and gfpo.questions_per_step >= 1)"),
+        (cfg.gfpo.rollouts >= 2, "gfpo.rollouts", "use >= 2: a group-relative advantage needs a group"),
+        (cfg.gfpo.lr > 0 and cfg.gfpo.temperature > 0, "gfpo.lr", "use > 0 (and gfpo.temperature > 0)"),
+        (cfg.gfpo.max_new_tokens >= 1 and cfg.gfpo.updates_per_batch >= 1, "gfpo.max_new_tokens",
+         "use >= 1 (and gfpo.updates_per_batch >= 1)"),
+        (0 < cfg.gfpo.clip < 1 and cfg.gfpo.kl >= 0, "gfpo.clip", "use 0 < clip < 1 (and gfpo.kl >= 0)"),
+        (cfg.gfpo.scope in RL_SCOPES, "gfpo.scope", f"use one of {', '.join(RL_SCOPES)}"),
         (cfg.pipeline.pool is None or bool(_POOL_NAME.fullmatch(str(cfg.pipeline.pool))), "pipeline.pool",
          "use a work pool name (letters, digits, '-', '_', '.'), e.g. gpu; null = no pool"),
         (all(_poolable(p) for p in cfg.pipeline.pool_stages), "pipeline.pool_stages",
