@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ENV := . scripts/env.sh &&
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run study up down worker dvc-run test test-all lint types check bench bench-generation clean-venv
+.PHONY: run study up down worker dvc-run test test-all lint types check bench bench-generation bench-memory clean-venv
 
 # The venv is rebuilt when pyproject.toml changes; pip is upgraded first (the stock one is ~4x slower).
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +63,11 @@ bench: $(VENV)/.installed
 ## continuous batching) and that server's own throughput; ends with openai/hf=... openai/plain=...
 bench-generation: $(VENV)/.installed
 	$(ENV) python bench/bench_generation.py
+
+## bench-memory: peak memory of one training step, plain transformers against this project's SFT and SSFT steps
+## (vocab 151936, hidden 256, 1024/4096 trace tokens, each case in a fresh process); ends with the ratios
+bench-memory: $(VENV)/.installed
+	$(ENV) python bench/bench_memory.py
 
 ## lint / types: ruff, and mypy (configured in pyproject.toml: ssft and flows)
 lint: $(VENV)/.installed

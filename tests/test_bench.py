@@ -25,6 +25,16 @@ def test_cpu_bench_ends_with_ratio_and_agreement() -> None:
     assert float(m.group(2)) == 1.0, "float32 scoring must pick the reference assignment"
 
 
+@pytest.mark.slow  # three fresh processes
+def test_memory_bench_measures_each_case_in_its_own_process() -> None:
+    lines = _run("bench/bench_memory.py", "--trace-tokens", "16", "--vocab", "1000", "--hidden", "32")
+    rows = [json.loads(x) for x in lines if x.startswith("{")]
+    assert [r["case"] for r in rows] == ["plain", "project_sft", "project_ssft"]
+    assert all(r["peak_mb"] > 0 for r in rows), rows  # the model, AdamW and a step: seen, unlike by tracemalloc
+    m = re.fullmatch(r"sft/plain@16=(\d\.\d+) ssft/plain@16=(\d\.\d+) ssft_extra_over_sft@16=(-?\d+\.\d)%", lines[-1])
+    assert m, lines[-1]
+
+
 @pytest.mark.slow
 def test_gpu_scripts_run_on_the_cpu(tmp_path: Path) -> None:
     rows = [json.loads(x) for x in _run("bench/gpu_step.py", "--shape", "tiny", "--trace-tokens", "16", "--steps", "1",

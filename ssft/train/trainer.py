@@ -528,6 +528,9 @@ def train(cfg: Config, method: Method, model: PreTrainedModel, tokenizer: PreTra
            "log_history": trainer.state.log_history}
     # Under FSDP the weights are shards: gather the whole state dict (a collective: every rank calls it).
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if state_dict is not None:  # a tied head is gathered as a copy of its source: saved once, as without FSDP
+        for tied in getattr(trainer.accelerator.unwrap_model(trainer.model), "all_tied_weights_keys", {}):
+            state_dict.pop(tied, None)
     return trainer.accelerator.unwrap_model(trainer.model), state_dict, out
 
 
@@ -680,8 +683,11 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
     examples, context = within_context(examples, limit, "model.max_length" if cfg.model.max_length else
                                        "the model's max_position_embeddings")
     training_args(cfg, ckpt_dir)  # every training setting is checked before a checkpoint is touched
-    prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method.name, train_file),
-                           fingerprinted(cfg, method.name, train_file))
+    if is_main_process():  # one rank moves and marks the directory (ranks racing on it crashed one of them)
+        prepare_checkpoint_dir(ckpt_dir, fingerprint(cfg, method.name, train_file),
+                               fingerprinted(cfg, method.name, train_file))
+    if distributed():  # training_args set up the process group; no rank looks for a checkpoint before this
+        torch.distributed.barrier()
     log.info("train %s: %d questions, %d traces, %.2fM params", method.name, len(examples),
              sum(len(ex.completions) for ex in examples), sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.model.lora_rank:
