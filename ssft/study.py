@@ -197,22 +197,59 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     return {c: json.loads((d / "results" / sub / METRICS_FILE).read_text()) for c, sub in columns.items()}
 
 
+# A stage dies with the study: this keeper (a bare interpreter, in the study's process group, so a terminal's
+# Ctrl-C reaches it) starts the stage in a process group of its own and, when the study dies however it dies
+# (PR_SET_PDEATHSIG: even SIGKILL) or it is signalled itself, stops that whole group: TERM, 10 s, KILL. A stage
+# killed with its parent, instead, left `ssft train` running on its own.
+KEEPER = """
+import ctypes, os, signal, subprocess, sys
+stage = None
+def stop(signum, frame):
+    if stage is not None:
+        try:
+            os.killpg(stage.pid, signal.SIGTERM)
+            stage.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(stage.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(128 + signum)
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, stop)
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the study died before that
+    sys.exit(143)
+stage = subprocess.Popen(sys.argv[2:], process_group=0)
+code = stage.wait()
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
-    """One ``ssft`` stage in the cell's directory (its relative default paths land there). Its progress and
-    error lines are passed on as they come; a failure raises with the stage's last line."""
-    cmd = [sys.executable, "-m", "ssft.cli", "--params", "params.yaml", *args]
+    """One ``ssft`` stage in the cell's directory (its relative default paths land there), in a process group
+    of its own that dies with the study (``KEEPER``). Its progress and error lines are passed on as they come;
+    a failure raises with the stage's last line."""
+    cmd = [sys.executable, "-c", KEEPER, str(os.getpid()), sys.executable, "-m", "ssft.cli", "--params",
+           "params.yaml", *args]
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen(cmd, cwd=cell_path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     assert proc.stdout is not None
     last = "no output"
-    for line in proc.stdout:
-        if line.strip():
-            last = line.strip()
-        if "step " in line and "ETA" in line or " ERROR " in line:
-            log.info("%s %s: %s", label, args[0], last.split(" INFO ")[-1].split(" ERROR ")[-1])
-    if proc.wait() != 0:
+    try:
+        for line in proc.stdout:
+            if line.strip():
+                last = line.strip()
+            if "step " in line and "ETA" in line or " ERROR " in line:
+                log.info("%s %s: %s", label, args[0], last.split(" INFO ")[-1].split(" ERROR ")[-1])
+        proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted here (a cancelled flow): the keeper stops the stage's group
+            proc.terminate()
+            proc.wait()
+    if proc.returncode != 0:
         raise RuntimeError(f"{label}: ssft {' '.join(args)} failed (exit {proc.returncode}): {last}")
 
 

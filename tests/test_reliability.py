@@ -326,3 +326,59 @@ def test_watch_without_a_prefect_server_is_one_line(tmp_path: Path) -> None:
     assert proc.stderr.strip().splitlines() == [
         f"flows.watch: no Prefect server answers at {url} (ConnectError: All connection attempts failed); start the "
         "local stack with `make up`, then `source scripts/env.sh` in this shell"], proc.stderr
+
+
+# -- a killed `ssft study` takes its running stage with it -----------------------------------------------------
+def _in(workdir: Path) -> list[int]:
+    """The processes running in ``workdir`` (a study's stages run in their cell's directory)."""
+    import os
+
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd").startswith(str(workdir)):
+                pids.append(int(pid))
+        except OSError:  # gone, or not ours to read
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_a_killed_study_leaves_no_stage_running(tmp_path: Path, sig: str) -> None:
+    import os
+    import signal
+    import time
+
+    from conftest import ROOT, tool_env
+
+    base = {"traces.train_questions": 32, "traces.eval_questions": 8, "model.hidden_size": 32, "model.num_layers": 2,
+            "model.num_heads": 2, "model.intermediate_size": 64, "train.max_steps": 100_000, "train.save_steps": 1000,
+            "train.questions_per_step": 4, "tracking.enabled": False, "gfpo.methods": []}
+    settings = [{"name": "a", "params": {"train.methods": ["sft"]}}]
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump({"description": "a training that outlives the test",
+                                                        "base": base, "seeds": [0], "settings": settings}))
+    cells = tmp_path / "cells"
+    study = subprocess.Popen([sys.executable, "-m", "ssft.cli", "--params", str(ROOT / "params.yaml"), "study",
+                              str(tmp_path / "long.yaml"), "--report", str(tmp_path / "study.md"), "--workdir",
+                              str(cells)], cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert study.stderr is not None
+        for line in study.stderr:  # the training stage has started stepping
+            if "step " in line and "ETA" in line:
+                break
+        else:
+            pytest.fail(f"the study ended before training: exit {study.wait()}")
+        assert _in(cells), "the stage runs in its cell"
+        os.kill(study.pid, getattr(signal, sig))
+        study.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _in(cells) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _in(cells)
+        assert not left, f"stage processes outlived the study: {left}"  # was: ssft train went on alone
+    finally:
+        study.kill()
+        for pid in _in(cells):
+            os.kill(pid, signal.SIGKILL)
