@@ -90,11 +90,6 @@ def test_fsdp_on_two_cpu_ranks_trains_as_ddp_does(runs: dict[str, dict]) -> None
         torch.testing.assert_close(fsdp["weights"][name], w, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ssft/train/loss.py: _linear_weights does not see through FSDP2's FSDPLinear (type(head) is not nn.Linear), "
-    "so under FSDP the loss falls back to the head's own forward and autograd keeps float32 (K, V) logits of every "
-    "labelled token; with that fixed, _LinearCrossEntropy still saves the unsharded float32 (V, H) weight gradient "
-    "from forward to backward (the fix: recompute the chunks' logits in backward under FSDP)"))
 def test_under_fsdp_no_vocabulary_sized_float32_tensor_waits_for_backward(runs: dict[str, dict]) -> None:
     """Neither full-vocabulary logits nor an unsharded float32 head gradient is alive between forward and
     backward on any FSDP rank (DDP: the fused loss holds the (V, H) gradient, which DDP's buckets hold anyway)."""

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssft.train import loss as loss_mod
-from ssft.train.loss import Targets, _LinearCrossEntropy, nll_sum, token_nll
+from ssft.train.loss import Targets, _LinearCrossEntropy, _RecomputedLinearCrossEntropy, nll_sum, token_nll
 
 LABELS = torch.tensor([[-100, -100, 9, 5, 3], [-100, 4, 2, -100, -100]])
 
@@ -68,14 +68,16 @@ def test_token_nll_equals_per_token_reference() -> None:
     assert not got.requires_grad
 
 
-def test_biased_head_and_scaled_gradient() -> None:
-    """The autograd function alone, with a bias and a non-unit upstream gradient, against autograd."""
+@pytest.mark.parametrize("fused", [_LinearCrossEntropy, _RecomputedLinearCrossEntropy])
+def test_biased_head_and_scaled_gradient(fused: type) -> None:
+    """Each autograd function alone (the FSDP one recomputes the logits in backward), with a bias and a
+    non-unit upstream gradient, against autograd."""
     g = torch.Generator().manual_seed(2)
     h, w, b = (torch.randn(*s, generator=g, requires_grad=True) for s in [(7, 5), (11, 5), (11,)])
     tokens = torch.randint(0, 11, (7,), generator=g)
     ref = F.cross_entropy(h @ w.T + b, tokens, reduction="sum") * 3.0
     ref_grads = torch.autograd.grad(ref, (h, w, b))
-    got = _LinearCrossEntropy.apply(h, w, b, tokens, 3) * 3.0
+    got = fused.apply(h, w, b, tokens, 3) * 3.0
     got_grads = torch.autograd.grad(got, (h, w, b))
     assert got.item() == pytest.approx(ref.item(), rel=1e-6)
     for a, c in zip(ref_grads, got_grads):

@@ -1,6 +1,7 @@
 """Training: exact batch layout, per-method tags, learning, accumulation scaling, kill-and-resume, and SSFT
 specialising tags where random tags do not."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -400,3 +401,16 @@ def test_preflight_lists_every_setting_this_machine_cannot_run(tmp_path: Path, t
     for field in ("model.dtype=float16", "model.pure_dtype", "model.lora_rank", "train.loss_kernel",
                   "flash_attention_2"):
         assert field in str(e.value)
+
+
+def test_two_runs_write_the_same_model_directory_bytes(tmp_path: Path, trace_dir: Path) -> None:
+    """Wall-clock values (seconds, tokens/s, host ms) go beside the checkpoints: the model directory, a DVC
+    output, depends on code, params and data only, so its dvc.lock hash is the same for every run."""
+    for run in ("a", "b"):
+        _train(tmp_path / run, trace_dir, "ssft")
+    a, b = (tmp_path / run / "models" / "ssft" for run in ("a", "b"))
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for f in a.iterdir():
+        assert f.read_bytes() == (b / f.name).read_bytes(), f.name
+    timing = json.loads((tmp_path / "a" / "ckpt" / "ssft" / "timing.json").read_text())
+    assert timing["train_seconds"] > 0 and any("tokens_per_s" in h for h in timing["log_history"])

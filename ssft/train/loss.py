@@ -99,6 +99,56 @@ class _LinearCrossEntropy(torch.autograd.Function):
             scale(grad_b, b_dtype), None, None
 
 
+class _RecomputedLinearCrossEntropy(torch.autograd.Function):
+    """The same sum, for a sharded head (FSDP2): the forward keeps only each row's log-sum-exp, and the backward
+    recomputes each chunk's logits for the gradients. Holding a whole (V, H) float32 weight gradient from forward
+    to backward, as :class:`_LinearCrossEntropy` does, would put an unsharded head on every rank; this costs
+    one more head matmul instead."""
+
+    @staticmethod
+    def forward(ctx, h, w, b, tokens, rows):  # noqa: ANN001, ANN205
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        lse = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)                 # (K,)
+        for s in range(0, h.shape[0], rows):
+            logits = _logits(h[s: s + rows], w, b)                                      # (C, V) float32
+            lse[s: s + rows] = torch.logsumexp(logits, dim=-1)
+            total += (lse[s: s + rows] - logits.gather(1, tokens[s: s + rows, None]).squeeze(1)).sum()
+        ctx.save_for_backward(h, w, b, tokens, lse)
+        ctx.rows = rows
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):  # noqa: ANN001, ANN205
+        h, w, b, tokens, lse = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if need_b else None
+        for s in range(0, h.shape[0], ctx.rows):
+            hc, tc = h[s: s + ctx.rows], tokens[s: s + ctx.rows]
+            g = torch.exp(_logits(hc, w, b) - lse[s: s + ctx.rows, None])                # softmax
+            g[torch.arange(len(tc), device=g.device), tc] -= 1.0
+            g = g * grad_total                                                          # d loss / d logits
+            if grad_b is not None:
+                grad_b += g.sum(0)
+            g = g.to(h.dtype)
+            if grad_h is not None:
+                grad_h[s: s + ctx.rows] = g @ w
+            if grad_w is not None:
+                grad_w += (g.T @ hc).float()
+        return (grad_h, None if grad_w is None else grad_w.to(w.dtype),
+                None if grad_b is None else grad_b.to(b.dtype), None, None)
+
+
+def _sharded(head: nn.Module) -> bool:
+    """Is ``head`` an FSDP2-wrapped module (its weight a shard outside its forward)?"""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without distributed
+        return False
+    return isinstance(head, FSDPModule)
+
+
 def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     out = (h @ w.T).float()
     return out if b is None else out + b.float()
@@ -165,7 +215,7 @@ def _head_replaced(core: nn.Module, forward: Callable[[torch.Tensor], torch.Tens
 
 def _linear_weights(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """The weight and bias ``head`` multiplies by (differentiably), or None for a head we cannot see through."""
-    if type(head) is nn.Linear:
+    if type(head) is nn.Linear or (_sharded(head) and type(head).__bases__[-1] is nn.Linear):  # FSDP2's FSDPLinear
         return head.weight, head.bias
     head = getattr(head, "token_adapter", head)  # peft's TrainableTokensWrapper -> its TrainableTokensLayer
     base = getattr(head, "base_layer", None)
@@ -209,7 +259,8 @@ def _run(model: nn.Module, core: nn.Module, ids: torch.Tensor, mask: torch.Tenso
             elif kernel == "liger":
                 out = _liger_sum(h, w, b, targets.tokens)
             else:
-                out = _LinearCrossEntropy.apply(h, w, b, targets.tokens, _rows_per_chunk(w.shape[0]))
+                fused = _RecomputedLinearCrossEntropy if _sharded(head) else _LinearCrossEntropy
+                out = fused.apply(h, w, b, targets.tokens, _rows_per_chunk(w.shape[0]))
         produced.append(out)
         return out
 

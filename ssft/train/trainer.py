@@ -422,6 +422,25 @@ def dead_tags(history: list[dict]) -> list[int]:
     return [int(t) for t, rate in history[-1]["tag_match_rate"].items() if rate == 0]
 
 
+# Wall-clock measurements: they differ between any two runs, so they stay out of the model directory (a DVC
+# output whose hash must depend on code, params and data only) and go beside the checkpoints instead.
+TIMING_FILE = "timing.json"
+TIMING_KEYS = ("train_seconds", "tokens_per_s", "host_ms", "train_runtime", "train_samples_per_second",
+               "train_steps_per_second")
+
+
+def split_timing(stats: dict) -> tuple[dict, dict]:
+    """(the training statistics without wall-clock values, those values: ``train_seconds`` and the
+    log history's rates, per logged step)."""
+    log_history = stats.get("log_history", [])
+    kept = {k: v for k, v in stats.items() if k not in TIMING_KEYS}
+    kept["log_history"] = [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in log_history]
+    timing = {"train_seconds": stats.get("train_seconds"),
+              "log_history": [{"step": h.get("step"), **{k: h[k] for k in TIMING_KEYS if k in h}}
+                              for h in log_history if any(k in h for k in TIMING_KEYS)]}
+    return kept, timing
+
+
 def whole_run_loss(log_history: list[dict], fallback: float) -> float:
     """Mean training loss over every logged step of the run, resumed parts included (the Trainer's own
     ``training_loss`` covers only the steps since the last resume, and is 0 when nothing was left to do)."""
@@ -700,8 +719,10 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
         # dtype: what the model computed in, so evaluation reloads it so (ssft.train.precision)
         meta = {"method": method.name, "num_tags": cfg.ssft.num_tags, "task": cfg.dataset_name, "seed": cfg.seed,
                 "sources": sources, "base": cfg.model.checkpoint or "tiny", "dtype": numerics.compute}
+        kept, timing = split_timing(stats)
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
-                    extra={models.STATS_FILE: json.dumps(stats, indent=1, default=str)}, state_dict=state_dict)
+                    extra={models.STATS_FILE: json.dumps(kept, indent=1, default=str)}, state_dict=state_dict)
+        atomic.write_text(ckpt_dir / TIMING_FILE, json.dumps(timing, indent=1))
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()
