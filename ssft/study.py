@@ -66,6 +66,7 @@ class Study:
     settings: tuple[Setting, ...]
     seeds: tuple[int, ...]
     path: str  # the study file, as given
+    only: tuple[str, ...] = ()  # ssft study --settings: the settings of the file this run was limited to
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def only(study: Study, names: Sequence[str]) -> Study:
     missing = [n for n in names if n not in known]
     if missing:
         raise UserError(f"{study.path}: --settings {','.join(missing)}: no such setting; it has {', '.join(known)}")
-    return dataclasses.replace(study, settings=tuple(s for s in study.settings if s.name in names))
+    return dataclasses.replace(study, settings=tuple(s for s in study.settings if s.name in names),
+                               only=tuple(names))
 
 
 def default_report(name: str) -> Path:
@@ -390,7 +392,8 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
     :func:`aggregate`)."""
     seeds = sorted({len(s.seeds or study.seeds) for s in study.settings})
     lines = [f"# Study `{study.name}`", "", study.description.strip(), "",
-             f"Command: `ssft study {_shown(study.path)}` · git {ssft_env.git_commit(ROOT)} · "
+             f"Command: `ssft study {_shown(study.path)}"
+             f"{' --settings ' + ','.join(study.only) if study.only else ''}` · git {ssft_env.git_commit(ROOT)} · "
              f"{len(results)} cells ({len(study.settings)} settings x {' or '.join(map(str, seeds))} seeds) · "
              f"{seconds / 60:.1f} min this run (reused cells count as 0) · the cells' own wall times sum to "
              f"{_cell_minutes(workdir, study, results):.1f} min (they run side by side).", "",

@@ -266,3 +266,22 @@ def test_the_rl_run_nests_under_the_training_run_and_holds_its_evaluation(tmp_pa
     assert version.tags["stage"] == "gfpo" and version.run_id == rl.info.run_id
     assert "no evaluated sft run" in version.tags["champion_decision"]
     assert {a for m in client.search_registered_models() for a in m.aliases} == {"candidate-gfpo"}
+
+
+def test_tag_rows_trains_only_the_heads_tag_rows(trained: Path, trace_dir: Path) -> None:
+    from ssft.data import traces
+
+    cfg = tiny_cfg(**{"gfpo.steps": 2, "gfpo.questions_per_step": 8, "gfpo.rollouts": 4, "gfpo.lr": 0.01,
+                      "gfpo.params": "tag_rows"})
+    policy = gfpo.Policy(cfg, trained / "ssft")
+    questions = traces.load_questions(trace_dir / "train.parquet")
+    answers = {tuple(prompt_ids(policy.tokenizer, policy.layout, q.question, 2)[:-1]): q.answer for q in questions}
+    policy.sampler = TagEcho(policy.sampler, policy.tags[1], answers)  # type: ignore[assignment]
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
+    gfpo.train(cfg, policy, questions, lambda step, m: None)
+    head = policy.model.get_output_embeddings().weight
+    changed = {n for n, p in policy.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(p.data_ptr() == head.data_ptr() for n, p in policy.model.named_parameters()
+                           if n in changed), changed
+    moved_rows = {int(r) for r in (head.detach() != before[next(iter(changed))]).any(1).nonzero().flatten()}
+    assert moved_rows and moved_rows <= set(policy.tags), "only the tags' rows move"

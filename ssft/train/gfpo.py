@@ -199,11 +199,27 @@ def step_loss(cfg: Config, policy: Policy, batch: Batch, adv: torch.Tensor, old:
                                                  .gt(g.clip).float().mean()), "entropy": float("nan")}
 
 
+def trainable(policy: Policy, which: str) -> list[torch.nn.Parameter]:
+    """What the RL steps update: ``all`` weights, or ``tag_rows``: only the output head's rows of the N tags (a
+    linear choice of tag on the frozen model's features at the tag position: the reasoning cannot drift; with
+    tied embeddings the tags' input rows move with them). GRPO (scope all) always trains every weight."""
+    params = list(policy.model.parameters())
+    if which == "all" or policy.scope == "all":
+        return params
+    head = policy.model.get_output_embeddings().weight
+    rows = torch.zeros(head.shape[0], 1, dtype=head.dtype, device=head.device)
+    rows[policy.tags] = 1.0
+    head.register_hook(lambda grad: grad * rows)  # every other row's gradient is zero: Adam leaves it as it is
+    for p in params:
+        p.requires_grad_(p is head)
+    return [head]
+
+
 def train(cfg: Config, policy: Policy, questions: list[QuestionTraces],
           on_step: Callable[[int, dict[str, float]], None]) -> list[dict[str, float]]:
     """``gfpo.steps`` RL steps on ``policy`` in place; the per-step metrics."""
     g, grade = cfg.gfpo, grading.grader(cfg)
-    opt = torch.optim.AdamW(policy.model.parameters(), lr=g.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(trainable(policy, g.params), lr=g.lr, weight_decay=0.0)
     start = policy.tag_logp(questions) if policy.scope == "tag" else None   # the KL's reference
     index = {q.question_id: k for k, q in enumerate(questions)}
     history = []

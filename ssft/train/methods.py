@@ -81,6 +81,8 @@ class Fixed(Method):
 # What an RL stage after training (ssft.train.gfpo) puts the loss on: the tag only (GFPO), every generated
 # token (GRPO, the paper's baseline), or auto: the tag for a tagged model, every token for the untagged sft.
 RL_SCOPES = ("auto", "tag", "all")
+# Which weights GFPO updates: all of them (as the paper), or only the output head's rows of the N tags.
+RL_PARAMS = ("all", "tag_rows")
 
 
 def rl_scope(scope: str, method: Method) -> str:
