@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -47,6 +47,7 @@ from prefect.client.schemas.filters import (
     WorkerFilter,
     WorkerFilterStatus,
 )
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
@@ -250,7 +251,7 @@ def lock_entry(markdown: str) -> dict[str, Any]:
 async def follow_run(run_id: Any, logger: Any) -> Any:
     """Wait for a flow run to end, its log lines (a worker's training progress) forwarded to ``logger`` so the
     pipeline's own log, and `make run`, show them; its final state."""
-    since, seen, quiet = None, set(), 0
+    since, seen, quiet = None, set[str](), 0
     async with get_client() as client:
         while True:
             state = (await client.read_flow_run(run_id)).state
@@ -277,7 +278,8 @@ def launch(name: str, pool: str, parameters: dict[str, Any]) -> dict[str, Any]:
         online = WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"]))
         if not client.read_workers_for_work_pool(pool, worker_filter=online):
             logger.warning("%s waits for a worker: none of pool %s is online (`make worker POOL=%s`)", name, pool, pool)
-    run = run_deployment(deployment, parameters=parameters, timeout=0)
+    # run_deployment is @sync_compatible, typed as "maybe a coroutine"; called synchronously it returns the run
+    run = cast(FlowRun, run_deployment(deployment, parameters=parameters, timeout=0))
     logger.info("%s: sent to work pool %s as flow run %s", name, pool, run.name)
     state = asyncio.run(follow_run(run.id, logger))
     if not state.is_completed():

@@ -74,7 +74,8 @@ def test_stage_deps_and_params_are_the_lists_of_ssft_stages() -> None:
     found = dvc_stages()
     # dvc.yaml stage -> its list in ssft.stages (the RL models are evaluated like the others)
     lists = {**{name: name for name in stages.STAGES}, "evaluate-gfpo": "evaluate"}
-    assert set(found) - {"report", "register", "register-gfpo"} == set(lists), "a dvc.yaml stage without its list in ssft.stages"
+    assert set(found) - {"report", "register", "register-gfpo"} == set(lists), \
+        "a dvc.yaml stage without its list in ssft.stages"
     for name, key in lists.items():
         inputs = stages.STAGES[key]
         code = {d for d in _paths(found[name]["deps"]) if d.startswith("ssft/")}

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -216,7 +217,8 @@ def _head_replaced(core: nn.Module, forward: Callable[[torch.Tensor], torch.Tens
 def _linear_weights(head: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """The weight and bias ``head`` multiplies by (differentiably), or None for a head we cannot see through."""
     if type(head) is nn.Linear or (_sharded(head) and type(head).__bases__[-1] is nn.Linear):  # FSDP2's FSDPLinear
-        return head.weight, head.bias
+        linear = cast(nn.Linear, head)
+        return linear.weight, linear.bias
     head = getattr(head, "token_adapter", head)  # peft's TrainableTokensWrapper -> its TrainableTokensLayer
     base = getattr(head, "base_layer", None)
     merged_weights = getattr(head, "get_merged_weights", None)

@@ -69,7 +69,7 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow/datasets raise many types; the user needs the file named
         problem = json_problem(path) if path.is_file() and READERS.get(path.suffix) == "json" else None
-        cause = e
+        cause: BaseException = e
         while cause.__cause__ is not None:  # "An error occurred while generating the dataset" wraps the reason
             cause = cause.__cause__
         raise TraceDataError(f"{path}: " + (problem or f"cannot be read as {READERS.get(path.suffix, 'a dataset')}: "
