@@ -40,8 +40,9 @@ def test_flow_runs_independent_stages_side_by_side_and_leaves_dvc_clean(repo: Pa
     assert "| metric | ssft | sft | random |" in result["summary"]
     # Every stage of dvc.yaml ran once; the train stages overlapped, and never more than two stages at once.
     spans = _task_spans(state.state_details.flow_run_id)
-    expected = {"traces", "report", "register", *(f"{s}@{m}" for s in ("train", "evaluate")
-                                                  for m in ("ssft", "sft", "random"))}
+    expected = {"traces", "report", "register", "register-gfpo",
+                *(f"{s}@{m}" for s in ("train", "evaluate") for m in ("ssft", "sft", "random")),
+                *(f"{s}@{m}" for s in ("gfpo", "evaluate-gfpo") for m in ("ssft", "sft"))}
     assert set(spans) == expected
     a, b = spans["train@ssft"], spans["train@sft"]
     assert a[0] < b[1] and b[0] < a[1], f"train@ssft {a} and train@sft {b} ran one after the other"
@@ -57,8 +58,8 @@ def test_flow_runs_independent_stages_side_by_side_and_leaves_dvc_clean(repo: Pa
     assert {r.data.tags["method"] for r in runs} == {"ssft", "sft", "random"}
     assert {r.data.tags["pipeline_run_id"] for r in runs} == {str(state.state_details.flow_run_id)}
     for r in runs:  # Compare shows the same comparison figures for every method
-        assert {"comparison/metrics.png", "comparison/pass_cons_vs_k.png", "comparison/tag_mode.png"} <= {
-            a.path for a in client.list_artifacts(r.info.run_id, "comparison")}
+        assert {"comparison_metrics.png", "comparison_pass_cons_vs_k.png", "comparison_tag_mode.png"} <= {
+            a.path for a in client.list_artifacts(r.info.run_id)}
     assert client.get_model_version_by_alias("ssft-flowtest", "champion").version == 1
     store = f"--backend-store-uri sqlite:///{repo.resolve()}/mlruns/mlflow.db"
     assert "MLflow: experiment" in result["links"] and store in result["links"], "no UI known: how to open the store"
@@ -137,6 +138,6 @@ def test_the_study_flow_runs_cells_side_by_side_and_logs_their_progress(repo: Pa
         if sum("done in" in m for m in messages) == 4:
             break
         time.sleep(1)
-    assert any(m.startswith("b/seed1 train: step 8/8") for m in messages), "a stage's progress line"
+    assert any(m.startswith("b/seed1 train: ") and " step 8/8" in m for m in messages), "a stage's progress line"
     assert {c for c in ("a/seed0", "a/seed1", "b/seed0", "b/seed1")
             if any(m.startswith(f"{c}: done in") for m in messages)} == {"a/seed0", "a/seed1", "b/seed0", "b/seed1"}

@@ -44,7 +44,7 @@ def test_import_train_evaluate_register_through_dvc_repro(tmp_path: Path) -> Non
     runs = {r.data.tags["method"]: r for r in client.search_runs([exp.experiment_id])}
     assert set(runs) == {"ssft", "sft", "random"}
     ssft = runs["ssft"]
-    assert ssft.data.metrics["data/wrong_answer/alpha"] == 1 and ssft.data.metrics["data/empty/beta"] == 1
+    assert ssft.data.params["dataset.wrong_answer.alpha"] == "1" and ssft.data.params["dataset.empty.beta"] == "1"
     assert ssft.data.tags["checker"] == "math" and ssft.data.tags["base_model"] == str(ckpt)
     version = client.get_model_version_by_alias("ssft-s1k", "champion")
     assert version.tags["base_model"] == str(ckpt) and version.tags["checker"] == "math"

@@ -131,7 +131,7 @@ def test_train_stages_run_on_a_worker_of_another_clone_and_come_back_as_a_local_
         params = {**SMOKE, "pipeline.pool": POOL}
         args = " ".join(f"--param '{k}={json.dumps(v)}'" for k, v in params.items())
         flow = run(["bash", "-c", f". scripts/env.sh && python -m flows.watch ssft/full {args}"], orch, env)
-        assert flow.strip().splitlines()[-1].endswith(": Completed"), flow[-3000:]
+        assert any(line.endswith(": Completed") for line in flow.strip().splitlines()[-5:]), flow[-3000:]
         # The GPU host trained: its workspaces hold the models, and their training lines reached this log.
         for method in ("ssft", "sft", "random"):
             assert (gpu / ".prefect" / "worker" / f"train-{method}" / "models" / method / "tags.json").exists()

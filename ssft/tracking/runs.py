@@ -232,10 +232,12 @@ class Tracker:
             return exp.experiment_id
 
     # -- runs ------------------------------------------------------------------------------
-    def _find(self, method: str, sha: str) -> str | None:
+    def _find(self, method: str, sha: str, stage: str | None = None) -> str | None:
+        """The newest run of ``method`` that produced weights ``sha`` at ``stage`` (None: training; gfpo: the
+        RL stage, whose model can have the very weights it started from when no reward differed)."""
         runs = self.client.search_runs([self.experiment_id], f"tags.method = '{method}' and tags.model_sha = '{sha}'",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0].info.run_id if runs else None
+                                       order_by=["attributes.start_time DESC"])
+        return next((r.info.run_id for r in runs if r.data.tags.get("stage") == stage), None)
 
     @contextmanager
     def training_run(self, method: str, train_file: Path, world_size: int = 1) -> Iterator[TrainingRun]:
@@ -325,8 +327,12 @@ class Tracker:
 
     def attach(self, method: str, model_dir: Path) -> str:
         """The run that trained the model in ``model_dir`` (a new run if none is known, e.g. a copied model)."""
+        from ssft.train.models import TAGS_FILE
+
         sha = model_sha(model_dir)
-        rid = self._find(method, sha)
+        tags_file = Path(model_dir) / TAGS_FILE
+        stage = json.loads(tags_file.read_text()).get("stage") if tags_file.exists() else None
+        rid = self._find(method, sha, stage)
         if rid is None:
             rid = self.client.create_run(self.experiment_id, tags={
                 "method": method, "model_sha": sha, "pipeline_run_id": pipeline_run(),
