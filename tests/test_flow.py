@@ -60,7 +60,9 @@ def test_flow_runs_independent_stages_side_by_side_and_leaves_dvc_clean(repo: Pa
     for r in runs:  # Compare shows the same comparison figures for every method
         assert {"comparison_metrics.png", "comparison_pass_cons_vs_k.png", "comparison_tag_mode.png"} <= {
             a.path for a in client.list_artifacts(r.info.run_id)}
-    assert client.get_model_version_by_alias("ssft-flowtest", "champion").version == 1
+    # register and register-gfpo: one version each, under their own aliases (champion only beats sft's cons@N)
+    assert client.get_model_version_by_alias("ssft-flowtest", "candidate").tags["stage"] == "ssft"
+    assert client.get_model_version_by_alias("ssft-flowtest", "candidate-gfpo").tags["stage"] == "gfpo"
     store = f"--backend-store-uri sqlite:///{repo.resolve()}/mlruns/mlflow.db"
     assert "MLflow: experiment" in result["links"] and store in result["links"], "no UI known: how to open the store"
     # A second run finds every stage up to date and runs nothing.

@@ -46,7 +46,7 @@ def test_import_train_evaluate_register_through_dvc_repro(tmp_path: Path) -> Non
     ssft = runs["ssft"]
     assert ssft.data.params["dataset.wrong_answer.alpha"] == "1" and ssft.data.params["dataset.empty.beta"] == "1"
     assert ssft.data.tags["checker"] == "math" and ssft.data.tags["base_model"] == str(ckpt)
-    version = client.get_model_version_by_alias("ssft-s1k", "champion")
+    version = client.get_model_version_by_alias("ssft-s1k", "candidate")  # champion: only if it beats sft
     assert version.tags["base_model"] == str(ckpt) and version.tags["checker"] == "math"
     assert version.tags["dvc_data_md5"] not in ("", "none")
     assert "up to date" in run(["dvc", "repro"], repo)
