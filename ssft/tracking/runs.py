@@ -304,7 +304,14 @@ class Tracker:
         digest = dvc_md5 if dvc_md5 != "none" else hashlib.md5(Path(path).read_bytes()).hexdigest()
         dataset = from_huggingface(ds, path=str(Path(path).resolve()), name="traces", digest=digest[:36])
         with mlflow.start_run(run_id=rid):
-            mlflow.log_input(dataset, context="training")
+            try:
+                mlflow.log_input(dataset, context="training")
+            except mlflow.exceptions.MlflowException as e:
+                # Training stages side by side log the same dataset at once: the server inserts it for one and
+                # refuses the other (UNIQUE constraint); it exists now, so the second try only links it.
+                if "UNIQUE constraint" not in str(e):
+                    raise
+                mlflow.log_input(dataset, context="training")
 
     def _log_trace_stats(self, rid: str, path: Path) -> None:
         """What the traces stage kept and dropped, per source: the file, and params ``dataset.<count>.<source>``
