@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 ## the table (headline rows marked ◀), links to the MLflow comparison, runs and figures, then the headline line
 run: up
 	$(ENV) python -m flows.watch ssft/full
-	@$(ENV) echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: the whole line of .prefect/auth, ssft: included)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT   (make down stops them)"
+	@$(ENV) echo "Prefect UI: http://127.0.0.1:$$PREFECT_PORT (password: the whole line of .prefect/auth, ssft: included)   MLflow UI: http://127.0.0.1:$$MLFLOW_PORT (user ssft, password: .prefect/mlflow-auth)   (make down stops them)"
 
 ## study: the deployment ssft/study (studies/cpu.yaml: settings x seeds, under an hour on 2 cores), followed
 ## here; writes results/study.md with its figures (finished cells are reused: a rerun only redoes what changed)

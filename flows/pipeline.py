@@ -56,7 +56,7 @@ from prefect.runtime import flow_run
 from ruamel.yaml import YAML
 
 from flows import watch
-from ssft import atomic
+from ssft import atomic, lifeline
 from ssft import config as ssft_config
 from ssft import env as ssft_env
 from ssft import study as ssft_study
@@ -113,7 +113,9 @@ def run_logged(cmd: str | list[str], what: str, cwd: str, env: dict[str, str]) -
     with its one-line reason."""
     logger = get_run_logger()
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=cwd, env=env, stdout=subprocess.PIPE,
+    argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else cmd
+    # In a process group of its own that dies with this flow process (a cancelled or killed flow run).
+    proc = subprocess.Popen(lifeline.kept(argv), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:

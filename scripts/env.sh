@@ -18,6 +18,14 @@ if [ ! -s "$PREFECT_HOME/auth" ]; then
 fi
 PREFECT_API_AUTH_STRING="$(cat "$PREFECT_HOME/auth")"
 export PREFECT_API_AUTH_STRING PREFECT_SERVER_API_AUTH_STRING="$PREFECT_API_AUTH_STRING"
+# The MLflow server started by up.sh asks for a login too (MLflow's basic-auth app): user `ssft`, its own
+# password in $PREFECT_HOME/mlflow-auth (mode 600), which MLflow's clients read from these two variables.
+if [ ! -s "$PREFECT_HOME/mlflow-auth" ]; then
+  (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$PREFECT_HOME/mlflow-auth")
+fi
+export MLFLOW_TRACKING_USERNAME="${MLFLOW_TRACKING_USERNAME:-ssft}"
+MLFLOW_TRACKING_PASSWORD="${MLFLOW_TRACKING_PASSWORD:-$(cat "$PREFECT_HOME/mlflow-auth")}"
+export MLFLOW_TRACKING_PASSWORD
 # Offline defaults and the local MLflow store (MLFLOW_TRACKING_URI, SSFT_MLFLOW_ARTIFACTS): their one home is ssft/env.py.
 eval "$(PYTHONPATH="$ROOT" python3 -m ssft.env "$ROOT")"
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false

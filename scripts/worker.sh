@@ -5,6 +5,7 @@
 # orchestrator's commit from $SSFT_REPO into .prefect/worker/<stage>/ and log to $MLFLOW_TRACKING_URI.
 #   PREFECT_API_URL, PREFECT_API_AUTH_STRING   the orchestrator's Prefect server and its password (.prefect/auth there)
 #   MLFLOW_TRACKING_URI                        the shared MLflow server, e.g. http://127.0.0.1:5000 through a tunnel
+#   MLFLOW_TRACKING_USERNAME, _PASSWORD        its login (the orchestrator's: ssft, .prefect/mlflow-auth there)
 #   SSFT_REPO    git URL of the project (default: this clone's origin)   POOL (gpu)   LIMIT: stages at once (1)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ssft import atomic, env
+from ssft import atomic, env, lifeline
 from ssft import config as config_mod
 from ssft.errors import UserError
 
@@ -272,6 +272,7 @@ QUIET_FILTERS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    lifeline.die_with_dvc()
     env.apply()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")

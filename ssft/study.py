@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from ssft import atomic, stages
+from ssft import atomic, lifeline, stages
 from ssft import config as config_mod
 from ssft import env as ssft_env
 from ssft.errors import UserError
@@ -199,41 +199,11 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     return {c: json.loads((d / "results" / sub / METRICS_FILE).read_text()) for c, sub in columns.items()}
 
 
-# A stage dies with the study: this keeper (a bare interpreter, in the study's process group, so a terminal's
-# Ctrl-C reaches it) starts the stage in a process group of its own and, when the study dies however it dies
-# (PR_SET_PDEATHSIG: even SIGKILL) or it is signalled itself, stops that whole group: TERM, 10 s, KILL. A stage
-# killed with its parent, instead, left `ssft train` running on its own.
-KEEPER = """
-import ctypes, os, signal, subprocess, sys
-stage = None
-def stop(signum, frame):
-    if stage is not None:
-        try:
-            os.killpg(stage.pid, signal.SIGTERM)
-            stage.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(stage.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    os._exit(128 + signum)
-for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(s, stop)
-if sys.platform == "linux":
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):  # the study died before that
-    sys.exit(143)
-stage = subprocess.Popen(sys.argv[2:], process_group=0)
-code = stage.wait()
-sys.exit(code if code >= 0 else 128 - code)
-"""
-
-
 def _stage(cell_path: Path, args: list[str], label: str, env: dict[str, str] | None) -> None:
     """One ``ssft`` stage in the cell's directory (its relative default paths land there), in a process group
-    of its own that dies with the study (``KEEPER``). Its progress and error lines are passed on as they come;
+    of its own that dies with the study (``lifeline.kept``). Its progress and error lines are passed on as they come;
     a failure raises with the stage's last line."""
-    cmd = [sys.executable, "-c", KEEPER, str(os.getpid()), sys.executable, "-m", "ssft.cli", "--params",
-           "params.yaml", *args]
+    cmd = lifeline.kept([sys.executable, "-m", "ssft.cli", "--params", "params.yaml", *args])
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.Popen(cmd, cwd=cell_path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lower index = lower layer. The foundation is importable from everywhere.
-FOUNDATION = ("ssft.errors", "ssft.atomic", "ssft.env", "ssft.config", "ssft.stages")
+FOUNDATION = ("ssft.errors", "ssft.atomic", "ssft.env", "ssft.config", "ssft.stages", "ssft.lifeline")
 LAYERS = ("ssft.generation", "ssft.data", "ssft.train", "ssft.eval", "ssft.tracking", "ssft.study|ssft.cli")
 
 

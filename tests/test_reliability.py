@@ -163,7 +163,56 @@ def test_a_tracking_uri_with_credentials_is_probed_at_its_host() -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
-    assert Health.seen == ["Basic " + base64.b64encode(f"user:{KEY}".encode()).decode()]
+    assert Health.seen == ["Basic " + base64.b64encode(f"user:{KEY}".encode()).decode()] * 2  # /health, the API
+
+
+def test_a_server_that_asks_for_a_login_is_one_line_naming_the_variables(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make up`'s MLflow (the basic-auth app, a real one here) refuses a stage without its login: one line
+    before any work, instead of a traceback from the first logged param."""
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    from conftest import tool_env
+
+    from ssft.config import ConfigError
+    from ssft.tracking.runs import probe
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "auth.ini").write_text(f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///"
+                                       f"{tmp_path}/users.db\nadmin_username = ssft\n")
+    env = tool_env(MLFLOW_AUTH_CONFIG_PATH=str(tmp_path / "auth.ini"), MLFLOW_AUTH_ADMIN_PASSWORD=KEY,
+                   MLFLOW_FLASK_SERVER_SECRET_KEY="k" * 32, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "server", "--app-name",
+                               "basic-auth", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db", "--host",
+                               "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with pytest.raises(ConfigError, match=r"refused no login \(HTTP 401\); set MLFLOW_TRACKING_USERNAME"):
+            probe(uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ssft")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(ConfigError, match="refused user 'ssft'"):
+            probe(uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", KEY)
+        probe(uri)
+        probe(f"http://ssft:{KEY}@127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 # -- a truncated model.safetensors in the newest checkpoint: the previous complete one is resumed ------------
@@ -343,42 +392,86 @@ def _in(workdir: Path) -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
-@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
-def test_a_killed_study_leaves_no_stage_running(tmp_path: Path, sig: str) -> None:
+LONG_TRAINING = {"traces.train_questions": 32, "traces.eval_questions": 8, "model.hidden_size": 32,
+                 "model.num_layers": 2, "model.num_heads": 2, "model.intermediate_size": 64,
+                 "train.max_steps": 100_000, "train.save_steps": 1000, "train.questions_per_step": 4,
+                 "tracking.enabled": False, "gfpo.methods": []}
+
+
+def _kill_once_training(parent: subprocess.Popen, workdir: Path, sig: str) -> None:
+    """Wait until ``parent``'s training stage steps, kill ``parent`` alone with ``sig``; nothing may be left
+    running in ``workdir``."""
     import os
     import signal
     import time
 
+    try:
+        assert parent.stderr is not None
+        for line in parent.stderr:  # the training stage has started stepping
+            if "step " in line and "ETA" in line:
+                break
+        else:
+            pytest.fail(f"{parent.args[:4]} ended before training: exit {parent.wait()}")
+        assert _in(workdir), "the stage runs in its directory"
+        os.kill(parent.pid, getattr(signal, sig))
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _in(workdir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _in(workdir)
+        assert not left, f"stage processes outlived their parent: {left}"  # was: ssft train went on alone
+    finally:
+        parent.kill()
+        for pid in _in(workdir):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_a_killed_study_leaves_no_stage_running(tmp_path: Path, sig: str) -> None:
     from conftest import ROOT, tool_env
 
-    base = {"traces.train_questions": 32, "traces.eval_questions": 8, "model.hidden_size": 32, "model.num_layers": 2,
-            "model.num_heads": 2, "model.intermediate_size": 64, "train.max_steps": 100_000, "train.save_steps": 1000,
-            "train.questions_per_step": 4, "tracking.enabled": False, "gfpo.methods": []}
     settings = [{"name": "a", "params": {"train.methods": ["sft"]}}]
     (tmp_path / "long.yaml").write_text(yaml.safe_dump({"description": "a training that outlives the test",
-                                                        "base": base, "seeds": [0], "settings": settings}))
+                                                        "base": LONG_TRAINING, "seeds": [0], "settings": settings}))
     cells = tmp_path / "cells"
     study = subprocess.Popen([sys.executable, "-m", "ssft.cli", "--params", str(ROOT / "params.yaml"), "study",
                               str(tmp_path / "long.yaml"), "--report", str(tmp_path / "study.md"), "--workdir",
                               str(cells)], cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
-    try:
-        assert study.stderr is not None
-        for line in study.stderr:  # the training stage has started stepping
-            if "step " in line and "ETA" in line:
-                break
-        else:
-            pytest.fail(f"the study ended before training: exit {study.wait()}")
-        assert _in(cells), "the stage runs in its cell"
-        os.kill(study.pid, getattr(signal, sig))
-        study.wait(timeout=30)
-        deadline = time.monotonic() + 30
-        while _in(cells) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = _in(cells)
-        assert not left, f"stage processes outlived the study: {left}"  # was: ssft train went on alone
-    finally:
-        study.kill()
-        for pid in _in(cells):
-            os.kill(pid, signal.SIGKILL)
+    _kill_once_training(study, cells, sig)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_a_killed_dvc_repro_leaves_no_stage_running(tmp_path: Path, sig: str) -> None:
+    from conftest import ROOT, tool_env
+
+    sets = " ".join(f"--set {k}={v}" for k, v in LONG_TRAINING.items() if not isinstance(v, list))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {
+        "cmd": f"{sys.executable} -m ssft.cli --params {ROOT / 'params.yaml'} {sets} train --method sft "
+               "--traces data/traces --models models --checkpoints checkpoints",
+        "deps": ["data/traces"], "outs": ["models/sft"]}}}))
+    assert subprocess.run([sys.executable, "-m", "ssft.cli", "--params", str(ROOT / "params.yaml"),
+                           *sets.split(), "traces", "--out", "data/traces"], cwd=tmp_path, env=tool_env(),
+                          capture_output=True).returncode == 0
+    assert subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=tool_env()).returncode == 0
+    # The terminal's Ctrl-C reaches DVC's whole group; a `kill` of DVC alone (a CI timeout) did not reach the stage.
+    repro = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    _kill_once_training(repro, tmp_path, sig)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize(("nohup", "expected"), [(False, 15), (True, 0)])
+def test_a_dvc_stage_under_nohup_may_outlive_dvc(nohup: bool, expected: int) -> None:
+    """Under DVC a stage asks for SIGTERM when DVC dies, unless ``nohup`` asked for the opposite."""
+    from conftest import tool_env
+
+    probe = ("import ctypes, signal\n"
+             f"{'signal.signal(signal.SIGHUP, signal.SIG_IGN)' if nohup else ''}\n"
+             "from ssft import lifeline\nlifeline.die_with_dvc()\n"
+             "v = ctypes.c_int()\nctypes.CDLL(None).prctl(2, ctypes.byref(v))  # PR_GET_PDEATHSIG\nprint(v.value)")
+    out = subprocess.run([sys.executable, "-c", probe], env=tool_env(DVC_STAGE="train@sft"), capture_output=True,
+                         text=True, check=True).stdout
+    assert int(out) == expected

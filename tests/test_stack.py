@@ -56,8 +56,35 @@ def assert_only_this_checkout_gets_in(port: int, auth: str) -> None:
     assert request(port, "/health", basic, body=None) == 200
 
 
+def status(url: str, headers: dict[str, str]) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def assert_mlflow_asks_for_the_login(port: int, password: str) -> None:
+    """The MLflow server takes no request without this checkout's login (user ssft), a wrong password neither;
+    ``/health`` answers anyone (up.sh waits on it)."""
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert status(api, {}) == 401, "no login: refused"  # was: 200, anyone on the machine got in
+    assert status(api, basic_auth("ssft", password + "x")) == 401
+    assert status(api, basic_auth("ssft", password)) == 200
+    assert status(f"http://127.0.0.1:{port}/health", {}) == 200
+
+
 @pytest.mark.slow
-def test_up_smoke_deployment_down(tmp_path: Path) -> None:
+def test_up_smoke_deployment_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = copy_project(tmp_path / "repo")
     env = tool_env(PREFECT_PORT=str(free_port()), MLFLOW_PORT=str(free_port()))
     for key in ("PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_TRACKING_URI"):
@@ -82,6 +109,11 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
         assert completed.endswith(": Completed") and last.startswith("Headline, ssft vs baselines: cons@N "), last
         assert run.stdout.count("| metric |") == 1, "the table is printed once, at the end"
         ui = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+        password = (repo / ".prefect" / "mlflow-auth").read_text().strip()
+        assert_mlflow_asks_for_the_login(int(env["MLFLOW_PORT"]), password)
+        assert (repo / ".prefect" / "mlflow-auth").stat().st_mode & 0o077 == 0, "the password is the user's alone"
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ssft")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
         client = mlflow.MlflowClient(ui)
         exp = client.get_experiment_by_name("ssft-smoke")
         runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
@@ -99,7 +131,8 @@ def test_up_smoke_deployment_down(tmp_path: Path) -> None:
         figure = re.search(rf"\(({re.escape(ui)}/get-artifact\?path=comparison_metrics.png&run_uuid=\w+)\)",
                            run.stdout)
         assert figure, run.stdout[-3000:]
-        with urllib.request.urlopen(figure.group(1), timeout=30) as r:
+        login = basic_auth("ssft", password)  # what the browser asks for
+        with urllib.request.urlopen(urllib.request.Request(figure.group(1), headers=login), timeout=30) as r:
             assert r.status == 200 and r.read(8) == b"\x89PNG\r\n\x1a\n", "the figure the Prefect artifact shows"
         assert not client.search_registered_models("name = 'ssft-smoke'"), "the smoke run stays out of the registry"
         keys = subprocess.run(["bash", "-c", ". scripts/env.sh && prefect artifact ls"], cwd=repo,

@@ -105,7 +105,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_train_stages_run_on_a_worker_of_another_clone_and_come_back_as_a_local_run(tmp_path: Path) -> None:
+def test_train_stages_run_on_a_worker_of_another_clone_and_come_back_as_a_local_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The orchestrator's clone: committed, with a DVC remote (a directory standing in for S3).
     orch = copy_project(tmp_path / "orchestrator")
     remote = tmp_path / "remote"
@@ -124,7 +125,9 @@ def test_train_stages_run_on_a_worker_of_another_clone_and_come_back_as_a_local_
         worker_env = tool_env(
             PREFECT_API_URL=f"http://127.0.0.1:{ports['PREFECT_PORT']}/api", POOL=POOL, LIMIT="2",
             PREFECT_API_AUTH_STRING=(orch / ".prefect" / "auth").read_text().strip(),
-            MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}", PREFECT_WORKER_QUERY_SECONDS="2")
+            MLFLOW_TRACKING_URI=f"http://127.0.0.1:{ports['MLFLOW_PORT']}", PREFECT_WORKER_QUERY_SECONDS="2",
+            MLFLOW_TRACKING_USERNAME="ssft",  # the orchestrator's MLflow login
+            MLFLOW_TRACKING_PASSWORD=(orch / ".prefect" / "mlflow-auth").read_text().strip())
         for key in ("PREFECT_HOME", "PYTHONPATH"):
             worker_env.pop(key, None)
         worker = start_worker(gpu, worker_env)
@@ -141,6 +144,8 @@ def test_train_stages_run_on_a_worker_of_another_clone_and_come_back_as_a_local_
         assert "up to date" in run(["dvc", "status"], orch, env)
         assert "Cache and remote 'storage' are in sync" in run(["dvc", "status", "-c"], orch, env)
         # MLflow is shared: the worker's training and the orchestrator's evaluation are the same run.
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ssft")  # the server asks for the orchestrator's login
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", worker_env["MLFLOW_TRACKING_PASSWORD"])
         client = mlflow.MlflowClient(f"http://127.0.0.1:{ports['MLFLOW_PORT']}")
         exp = client.get_experiment_by_name("ssft-smoke")
         runs = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]

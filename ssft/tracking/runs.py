@@ -182,19 +182,33 @@ def probe(uri: str, timeout_s: float = 5.0) -> None:
     # Credentials in the URI go in a header: in the URL, urllib would take "user:pw@host" for the host.
     parts = urllib.parse.urlsplit(uri)
     host = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else parts.netloc
-    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
+    base = urllib.parse.urlunsplit(parts._replace(netloc=host)).rstrip("/")
     if parts.username is not None:
         user = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
-        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as r:
-            if r.status == 200:
-                return
-            reason = f"HTTP {r.status}"
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = str(getattr(e, "reason", e))
-    raise ConfigError(f"MLflow at {redact(uri)} is not answering ({reason}); start it (`make up`), point "
-                      "tracking.uri / MLFLOW_TRACKING_URI at a running server, or set tracking.enabled: false")
+    else:  # what MLflow's client sends (a server with a login: `make up`'s, or a team's)
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "") + ":" + os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    login = {"Authorization": "Basic " + base64.b64encode(user.encode()).decode()} if user != ":" else {}
+
+    def status(path: str) -> int | str:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(base + path, headers=login), timeout=timeout_s) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            return str(getattr(e, "reason", e))
+
+    health = status("/health")
+    if health != 200:
+        reason = f"HTTP {health}" if isinstance(health, int) else health
+        raise ConfigError(f"MLflow at {redact(uri)} is not answering ({reason}); start it (`make up`), point "
+                          "tracking.uri / MLFLOW_TRACKING_URI at a running server, or set tracking.enabled: false")
+    answer = status("/api/2.0/mlflow/experiments/search?max_results=1")
+    if answer in (401, 403):
+        who = f"user {user.split(':')[0]!r}" if user != ":" else "no login"
+        raise ConfigError(f"MLflow at {redact(uri)} refused {who} (HTTP {answer}); set MLFLOW_TRACKING_USERNAME "
+                          "and MLFLOW_TRACKING_PASSWORD to its login (`make up`'s server: user ssft, the password "
+                          "in .prefect/mlflow-auth of the machine that runs it)")
 
 
 class Tracker:
