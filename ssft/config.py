@@ -187,6 +187,8 @@ class TrackingConfig:
     artifacts: str | None = _f(None, "artifact root of new experiments; null = <project>/mlruns/artifacts")
     experiment: str | None = _f(None, "MLflow experiment; null = ssft-<data name> (data.name, task or file stem)")
     register: bool = _f(True, "register the trained SSFT model in the MLflow registry with aliases")
+    baselines: list = _f(["sft"], "methods a new champion must beat in its own pipeline run, besides the current "
+                         "champion (dvc.yaml's register deps name their results/<method>/metrics.json)")
     system_metrics: bool = _f(True, "sample CPU, memory, disk and GPU use into the training run every 5 s (psutil)")
     model_name: str | None = _f(None, "registered model name; null = ssft-<data name>")
 
@@ -317,6 +319,9 @@ def _check(cfg: Config, errors: list[str]) -> None:
     rules = [
         (cfg.seed >= 0, "seed", "use a seed >= 0"),
         (cfg.pipeline.parallel >= 0, "pipeline.parallel", "use >= 0 (0 = what the cores allow)"),
+        (not cfg.tracking.register or all(x in t.methods and x != "ssft" for x in cfg.tracking.baselines),
+         "tracking.baselines", f"each must be a trained method other than ssft, of train.methods={t.methods} "
+         "([] = the champion is compared only with the current champion)"),
         (all(x in t.methods for x in cfg.gfpo.methods), "gfpo.methods",
          f"each must be a trained method, one of train.methods={t.methods} ([] = no RL stage)"),
         (cfg.gfpo.steps >= 1 and cfg.gfpo.questions_per_step >= 1, "gfpo.steps",

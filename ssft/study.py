@@ -138,7 +138,8 @@ def overrides(study: Study, cell: Cell) -> dict[str, Any]:
             **cell.setting.params, "seed": cell.seed}
 
 
-CELL_STAGES = ("traces", "train", "evaluate")  # what a cell runs; its report and MLflow logging are the study's
+# what a cell runs (gfpo where a setting asks for it); its report and MLflow logging are the study's
+CELL_STAGES = ("traces", "train", "evaluate", "gfpo")
 
 
 def code_hash(root: Path = ROOT) -> str:

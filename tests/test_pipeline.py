@@ -91,6 +91,19 @@ def test_report_deps_follow_train_methods() -> None:
     assert deps == {f"results/{m}/{f}" for m in dirs for f in ("metrics.json", "details.jsonl")}
 
 
+def test_register_deps_are_the_champion_baselines() -> None:
+    """register waits for the evaluations the champion rule compares with (tracking.baselines): a baseline
+    missing from its deps would be decided on before (or without) its evaluation."""
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    found = dvc_stages()
+    for stage, sub, trained in (("register", "", params["train"]["methods"]),
+                                ("register-gfpo", "gfpo/", params["gfpo"]["methods"])):
+        deps = {d for d in found[stage]["deps"] if d.startswith("results/")}
+        want = {f"results/{sub}{m}/metrics.json" for m in ["ssft", *params["tracking"]["baselines"]] if m in trained}
+        assert deps == want, f"dvc.yaml {stage}: deps {sorted(deps)}, tracking.baselines needs {sorted(want)}"
+
+
 def test_committed_dvc_lock_matches_the_code() -> None:
     """dvc.lock records the code, params and data the committed demo outputs came from: editing any of them
     without re-running the pipeline (`dvc repro`, then commit dvc.lock and results/) fails here. Outputs

@@ -222,3 +222,26 @@ def test_runs_are_named_after_what_ran_them(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("SSFT_PIPELINE_RUN_ID")
     monkeypatch.delenv("DVC_EXP_NAME")
     assert pipeline_run() == "manual" and run_label("manual") != "manual"
+
+
+def test_champion_baselines_are_a_param(tracked: tuple[Path, str]) -> None:
+    """Issue 18.10: which methods a champion must beat is ``tracking.baselines``, not a constant: with none it
+    is compared with the champion only; with a method this pipeline run never evaluated it is blocked."""
+    root, uri = tracked
+    alone = Tracker(config_of(uri, model_name="ssft-alone", baselines=[]), root)
+    first = alone.register(root / "models" / "ssft", {"cons@N": 0.01}, "1+2+3+4?")  # below sft: no matter
+    assert first["promoted"] and first["reason"] == "beats the champion", first["reason"]
+    strict = Tracker(config_of(uri, model_name="ssft-strict", baselines=["sft", "random"]), root)
+    blocked = strict.register(root / "models" / "ssft", {"cons@N": 1.0}, "1+2+3+4?")
+    assert not blocked["promoted"] and blocked["reason"] == "no evaluated random run in this pipeline run to compare with"
+
+
+def test_champion_baselines_must_be_trained_methods() -> None:
+    from ssft import config
+    from ssft.errors import UserError
+
+    with pytest.raises(UserError, match=r"tracking\.baselines: .* of train\.methods"):
+        config.from_dict({**TINY, "train": {**TINY["train"], "methods": ["ssft", "sft"]},
+                          "tracking": {"baselines": ["random"]}})
+    with pytest.raises(UserError, match=r"tracking\.baselines"):
+        config.from_dict({**TINY, "tracking": {"baselines": ["ssft"]}})

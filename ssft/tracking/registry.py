@@ -61,9 +61,6 @@ def register(client: MlflowClient, cfg: Config, root: Path, model_dir: Path, que
     return {"name": name, "version": version}
 
 
-BASELINES = ("sft",)  # the methods a new champion must beat in its own pipeline run (besides the champion)
-
-
 def baseline_cons(client: MlflowClient, run_id: str, method: str, stage: str | None = None) -> float | None:
     """cons@N of ``method``'s run in the pipeline run that trained ``run_id`` (the newest such run): its training
     run, or with ``stage`` (gfpo) its run of that stage; None when it has none, or it is not evaluated yet."""
@@ -85,7 +82,7 @@ def aliases(stage: str | None) -> tuple[str, str]:
 
 
 def promote(client: MlflowClient, name: str, version: int, cons: float, info: dict[str, Any],
-            baselines: tuple[str, ...] = BASELINES, stage: str | None = None) -> dict[str, Any]:
+            baselines: tuple[str, ...], stage: str | None = None) -> dict[str, Any]:
     """Alias ``candidate`` -> ``version``; ``champion`` too when its cons@N beats the current champion's (or
     there is none) and every baseline's of the same pipeline run (``info["run_id"]``: the training run). A
     baseline that is missing or not evaluated yet blocks the promotion: a champion is never crowned unchecked.
@@ -113,7 +110,8 @@ def promote(client: MlflowClient, name: str, version: int, cons: float, info: di
     if promoted:
         client.set_registered_model_alias(name, champion_alias, str(version))
     champion = version if promoted else (int(champ.version) if champ else None)
-    reason = "beats the champion and " + ", ".join(baselines) if promoted else "; ".join(reasons)
+    beaten = "beats the champion" + (f" and {', '.join(baselines)}" if baselines else "")
+    reason = beaten if promoted else "; ".join(reasons)
     client.set_model_version_tag(name, str(version), "champion_decision", reason)
     log.info("registered %s v%d (cons@N %.3f); %s; champion: %s", name, version, cons,
              "promoted" if promoted else f"not promoted ({reason})", f"v{champion}" if champion else "none")

@@ -443,7 +443,7 @@ class Tracker:
         with self.child_run(rid, "register"):  # the training run keeps its duration
             info = registry.register(self.client, self.cfg, self.root, model_dir, question)
         return registry.promote(self.client, info["name"], info["version"], float(metrics["cons@N"]),
-                                {**info, "run_id": rid}, stage=stage)
+                                {**info, "run_id": rid}, tuple(self.cfg.tracking.baselines), stage=stage)
 
 
 class TrainingRun:
