@@ -6,7 +6,9 @@ Two mechanisms, both Linux's ``PR_SET_PDEATHSIG`` (the kernel signals a process 
 included):
 
 - ``die_with_dvc()``: the CLI under ``dvc repro`` (DVC names every stage's command in ``DVC_STAGE``). DVC runs a
-  stage through ``$SHELL -c``, which execs a single command, so DVC is the parent.
+  stage through ``$SHELL -c`` (``/bin/sh`` where ``SHELL`` is unset, as on CI). bash execs a single command, so
+  DVC is the parent; dash (Debian's ``/bin/sh``) does not: the shell is the parent, DVC the grandparent, and a
+  watcher thread stops the stage once the shell loses DVC (it is reparented when DVC dies).
 - ``kept(cmd, parent)``: a command wrapped in a keeper (a bare interpreter) that starts it in a process group
   of its own and stops that whole group (TERM, 10 s, KILL) when the parent dies or the keeper is signalled: for
   commands that start children of their own (``dvc repro`` under the flow) or are not ``ssft`` (a study's
@@ -20,9 +22,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+import time
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 DVC_STAGE = "DVC_STAGE"  # set by DVC for every stage command (dvc/stage/run.py)
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish", "busybox"})
+WATCH_S = 1.0  # how often the watcher looks at the shell's parent
 
 
 def _pdeathsig(sig: int) -> bool:
@@ -42,6 +49,36 @@ def die_with_dvc() -> None:
     parent = os.getppid()
     if _pdeathsig(signal.SIGTERM) and (parent == 1 or not _alive(parent)):
         sys.exit(128 + signal.SIGTERM)
+    if _comm(parent) in SHELLS:  # a shell that did not exec the stage: DVC is its parent
+        dvc = _ppid(parent)
+        if dvc in (None, 1):
+            sys.exit(128 + signal.SIGTERM)
+        threading.Thread(target=_watch, args=(parent, dvc), name="die-with-dvc", daemon=True).start()
+
+
+def _comm(pid: int) -> str:
+    """The process's name ('' where it cannot be read: not Linux, or gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int | None:
+    """The parent of ``pid`` (None where it cannot be read). The name in ``stat`` may hold spaces and parentheses:
+    the fields after the last ')' are fixed."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _watch(shell: int, dvc: int) -> None:
+    """SIGTERM this process once ``shell`` is no longer ``dvc``'s child (DVC died; the shell was reparented).
+    The shell dying itself is PR_SET_PDEATHSIG's."""
+    while _ppid(shell) == dvc:
+        time.sleep(WATCH_S)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _alive(pid: int) -> bool:
