@@ -39,6 +39,7 @@ FOUR_TAGS = {
 FOUR_TAGS_EXPECTED = {
     "pass@1": 0.5, "pass@1_tag1": 0.75, "pass@1_best_tag": 0.5,  # all 16 samples; tag 1; tag 3 (best=3)
     "cons@N": 0.5, "cons@N_ties": 0.25, "pass@N": 1 - 1 / 70,  # 1 - C(4,4)/C(8,4) in both questions
+    "cons@N_split": 0.625,  # q2's tie [8,8,7,7] holds the right 7 as one of two winners: (1 + 0 + 1 + 0.5) / 4
     "coverage": 4.0, "purity": 1.0, "nmi": 1.0, "blended": 0.0,
     "distinct_answers": 2.25,  # q1 rounds {4,5} {4,5}; q2 rounds {7,8,9} {7,8}
     "acc_tag1": 0.75, "acc_tag2": 0.25, "acc_tag3": 0.5, "acc_tag4": 0.5,
@@ -166,6 +167,7 @@ def test_untagged():
     expected = {
         "pass@1": 0.6, "pass@1_tag1": 0.6, "pass@1_best_tag": 0.6, "pass@1_val_tag": 0.6,  # one prompt
         "cons@N": 0.5, "cons@N_ties": 0.5, "pass@N": 1 - 1 / 10,  # 1 - C(2,2)/C(5,2)
+        "cons@N_split": 0.75,  # the tie [1,2] is right half the time
         "cons@4": 1.0, "cons@4_ties": 0.0, "pass@4": 1.0,
         "coverage": 1.5, "purity": 0.6, "nmi": 0.0, "blended": 0.2, "distinct_answers": 1.5,  # {1,2} {1}
         "n_questions": 1.0, "n_generations": 5.0,
@@ -177,6 +179,22 @@ def test_tie_round_scores_zero():
     gens = tagged_set({"q": ("5", {1: ["3", "5"], 2: ["4", "5"]})})
     got = compute_metrics(gens, n_tags=2)
     assert (got["cons@N"], got["cons@N_ties"]) == (0.5, 0.5), got
+
+
+def test_a_tie_broken_at_random_scores_its_share_of_correct_winners():
+    # round 0: "5" and "4" tie (one of two winners correct: 1/2); round 1: "5" wins alone (1)
+    gens = tagged_set({"q": ("5", {1: ["5", "5"], 2: ["4", "5"]})})
+    got = compute_metrics(gens, n_tags=2)
+    assert (got["cons@N"], got["cons@N_ties"], got["cons@N_split"]) == (0.5, 0.5, 0.75), got
+
+
+@pytest.mark.parametrize(("answers", "want"), [
+    (["5", "4", "3"], 1 / 3), (["5", "5", "4"], 1.0), (["4", "4", "5"], 0.0), (["5", None, None], 1.0),
+    ([None, None], 0.0), (["4", "6", "5", "6"], 0.0), (["5", "7", "4", "7", "5", "4"], 1 / 3)])
+def test_split_vote_is_the_chance_a_random_tie_break_is_correct(answers, want):
+    from ssft.eval.metrics import split_vote
+
+    assert split_vote(answers, {"5"}) == pytest.approx(want)
 
 
 def test_question_without_correct_answer_scores_zero():

@@ -154,10 +154,25 @@ def _ordered(qid: str, gens: Sequence[Generation], n_tags: int, tagged: bool) ->
         raise ValueError(f"question {qid!r}: {e}") from e
 
 
-def _consensus(chunks: Sequence[Sequence[Generation]], correct_answers: set[str]) -> tuple[float, float]:
-    """(share of chunks whose majority answer is correct, share of chunks that tied)."""
+def split_vote(answers: Sequence[str | None], correct_answers: set[str]) -> float:
+    """The chance that the majority answer is correct when a tie at the top is broken uniformly at random: the
+    share of the top answers that are correct (0 with no valid answer). Counting ties as misses favours a model
+    whose samples tie less often; this is the rule without that bias."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return 0.0
+    top = max(counts.values())
+    winners = [a for a, n in counts.items() if n == top]
+    return sum(a in correct_answers for a in winners) / len(winners)
+
+
+def _consensus(chunks: Sequence[Sequence[Generation]], correct_answers: set[str]) -> tuple[float, float, float]:
+    """(share of chunks whose majority answer is correct, share of chunks that tied, the first with ties broken
+    at random, in expectation)."""
     votes = [majority_vote([g.answer for g in c]) for c in chunks]
-    return _mean([w is not None and w in correct_answers for w, _ in votes]), _mean([t for _, t in votes])
+    split = [split_vote([g.answer for g in c], correct_answers) for c in chunks]
+    return (_mean([w is not None and w in correct_answers for w, _ in votes]), _mean([t for _, t in votes]),
+            _mean(split))
 
 
 def _purity(gens: Sequence[Generation]) -> float:
@@ -212,12 +227,12 @@ def compute_metrics(
     def acc(tag: int | None = None) -> float:  # per-question mean correctness, then mean
         return _mean([_mean([g.correct for g in o if tag is None or g.tag == tag]) for o in ordered.values()])
 
-    def consensus(size: int) -> tuple[float, float]:
+    def consensus(size: int) -> tuple[float, float, float]:
         per_q = []
         for o in ordered.values():
             correct_answers = {g.answer for g in o if g.correct and g.answer is not None}
             per_q.append(_consensus(_chunks(o, size), correct_answers))
-        return _mean([s for s, _ in per_q]), _mean([t for _, t in per_q])
+        return _mean([c for c, _, _ in per_q]), _mean([t for _, t, _ in per_q]), _mean([s for _, _, s in per_q])
 
     def pass_k(k: int) -> float:
         return _mean([pass_at_k(len(o), sum(g.correct for g in o), k) for o in ordered.values()])
@@ -230,9 +245,10 @@ def compute_metrics(
     m["pass@1_best_tag"] = acc(best) if tagged and best is not None else m["pass@1"]
     if val_tag is not None or not tagged:  # the tag with the best accuracy on the validation questions
         m["pass@1_val_tag"] = acc(val_tag) if tagged else m["pass@1"]
-    m["cons@N"], m["cons@N_ties"] = consensus(n_tags)
+    # cons@N counts a tie at the top as a miss (the paper's rule); cons@N_split breaks it at random instead.
+    m["cons@N"], m["cons@N_ties"], m["cons@N_split"] = consensus(n_tags)
     for k in extra_ks:
-        m[f"cons@{k}"], m[f"cons@{k}_ties"] = consensus(k)
+        m[f"cons@{k}"], m[f"cons@{k}_ties"], _ = consensus(k)
     # pass@k: the unbiased estimator over all of a question's samples, pooled over tags, as the paper's
     # protocol computes it (on its first 32 predictions); cons@k is the one split fairly over tags.
     m["pass@N"] = pass_k(n_tags)

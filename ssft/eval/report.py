@@ -28,7 +28,7 @@ COMPARED = (*HEADLINE, "pass@1", "pass@1_tag1", "pass@1_best_tag", "cons@N_ties"
 DIVERSITY = ("coverage", "purity", "nmi")
 # Rows of the summary table, in reading order: accuracy and voting, then diversity of modes.
 ROWS = ("pass@1", "pass@1_val_tag", "pass@1_tag1", "pass@1_best_tag", "dead_tags", "cons@N", "cons@N_ties",
-        "pass@N", "coverage", "purity", "nmi", "blended", "distinct_answers", "teacher_classifier_acc",
+        "cons@N_split", "pass@N", "coverage", "purity", "nmi", "blended", "distinct_answers", "teacher_classifier_acc",
         "pass@1_greedy", "pass@1_val_tag_greedy", "pass@1_tag1_greedy", "pass@1_best_tag_greedy", "cons@N_greedy",
         "cons@N_ties_greedy", "pass@N_greedy", "coverage_greedy", "purity_greedy", "nmi_greedy", "blended_greedy")
 # Tag-free inference (the model picks its own tag; tagged methods only): accuracy, votes, how it chooses.
@@ -91,7 +91,8 @@ def at_k(metrics: dict, family: str, n_tags: int) -> dict:
 def markdown(table: dict[str, dict]) -> str:
     methods = list(table)
     keys = {k for m in methods for k in table[m]}
-    extra = sorted({k for k in keys if k.startswith(("cons@", "pass@")) and k not in ROWS and "_ties" not in k
+    extra = sorted({k for k in keys if k.startswith(("cons@", "pass@")) and k not in ROWS
+                    and "_ties" not in k and "_split" not in k
                     and "_self" not in k and temperature_of(k) is None}, key=_k_order)
     sweep = sorted((k for k in keys if temperature_of(k) is not None and k.rsplit("_t", 1)[0] in SWEEP_ROWS),
                    key=lambda k: (temperature_of(k), SWEEP_ROWS.index(k.rsplit("_t", 1)[0])))
