@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 # Rows of the study tables: single-sample accuracy, voting, diversity of modes.
 KEYS = ("pass@1", "pass@1_val_tag", "pass@1_best_tag", "pass@1_self", "pass@1_self_greedy_tag", "cons@N",
-        "cons@N_self", "pass@N", "coverage", "purity", "nmi", "cons@N_ties", "cons@N_split", "dead_tags", "coverage_greedy",
-        "match_agreement_full", "tag_entropy_self", "argmax_best_tag")
+        "cons@N_split", "cons@N_self", "pass@N", "coverage", "purity", "nmi", "cons@N_ties", "dead_tags",
+        "coverage_greedy", "match_agreement_full", "tag_entropy_self", "argmax_best_tag")
 # Per-question values for the paired differences (computed from details.jsonl).
 PAIRED = ("pass@1", "cons@N", "cons@N_split", "coverage")
 

@@ -10,8 +10,8 @@ from ssft.eval.evaluate import evaluate
 from ssft.eval.report import write_report
 from ssft.train.trainer import run_stage
 
-KEYS = {"pass@1", "pass@1_best_tag", "pass@1_val_tag", "dead_tags", "cons@N", "cons@N_ties", "cons@N_split", "pass@N", "coverage",
-        "purity", "nmi", "blended", "cons@8", "pass@8", "pass@1_tag1"}
+KEYS = {"pass@1", "pass@1_best_tag", "pass@1_val_tag", "dead_tags", "cons@N", "cons@N_ties", "cons@N_split", "pass@N",
+        "coverage", "purity", "nmi", "blended", "cons@8", "pass@8", "pass@1_tag1"}
 
 
 @pytest.fixture(scope="module")
