@@ -9,7 +9,7 @@ A study file (``studies/<name>.yaml``) holds ``base`` (dotted params.yaml overri
 runs studies too). A finished cell is reused while its params and the code are unchanged (``cell.json``).
 The report (``results/study.md`` and figures beside it) is written from the cells' metrics and
 details, never by hand: mean and spread over seeds per method, and the paired ssft - baseline differences
-over (seed, question) with a 95% interval.
+per seed and over seeds, with a 95% interval that resamples seeds, then questions (``ssft.eval.intervals``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ssft import config as config_mod
 from ssft import env as ssft_env
 from ssft.errors import UserError
 from ssft.eval.evaluate import DETAILS_FILE, METRICS_FILE
+from ssft.eval.intervals import Difference, paired_difference
 from ssft.eval.report import SWEEP_ROWS, at_k, temperature_of
 from ssft.eval.report import columns as report_columns
 
@@ -262,25 +263,19 @@ def per_question(details: Path, n_tags: int) -> dict[str, dict[str, float]]:
             for q, rs in rows.items()}
 
 
-def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, tuple[float, float, float, int]]:
-    """a - b per metric over every (seed, question) pair: (mean, 95% low, 95% high, pairs). Normal interval
-    of the mean difference; pairs share the question and the seed's data, so only the models differ."""
-    diffs: dict[str, list[float]] = {k: [] for k in PAIRED}
+def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, Difference]:
+    """a − b per metric: per seed (cell) over the questions both answered, then over seeds with the two-stage
+    bootstrap of :mod:`ssft.eval.intervals`. Pairs share the question and the seed's data: only the models differ."""
+    diffs: dict[str, list[list[float]]] = {k: [] for k in PAIRED}
     for d in cell_paths:
         fa, fb = d / "results" / a / DETAILS_FILE, d / "results" / b / DETAILS_FILE
         if not (fa.exists() and fb.exists()):
             continue
         qa, qb = per_question(fa, n_tags), per_question(fb, n_tags)
-        for q in qa.keys() & qb.keys():
-            for k in PAIRED:
-                diffs[k].append(qa[q][k] - qb[q][k])
-    out = {}
-    for k, xs in diffs.items():
-        if xs:
-            mean, std, n = spread(xs)
-            half = 1.96 * std / math.sqrt(n)
-            out[k] = (mean, mean - half, mean + half, n)
-    return out
+        shared = sorted(qa.keys() & qb.keys())
+        for k in PAIRED:
+            diffs[k].append([qa[q][k] - qb[q][k] for q in shared])
+    return {k: paired_difference(groups) for k, groups in diffs.items() if any(groups)}
 
 
 # -- the run and its report -----------------------------------------------------------------------------
@@ -348,15 +343,6 @@ def _fmt(stat: tuple) -> str:
     return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
 
-def _reading(diff: tuple[float, float, float, int]) -> str:
-    mean, lo, hi, _ = diff
-    if lo > 0:
-        return "ssft ahead (interval above 0)"
-    if hi < 0:
-        return "ssft behind (interval below 0)"
-    return "no clear difference (interval spans 0)"
-
-
 def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
                  agg: dict[str, dict[str, dict[str, tuple]]], workdir: Path, report: Path, seconds: float) -> str:
     """``report`` (markdown), ``<report stem>/`` figures and ``<report stem>.json`` (``agg``, from
@@ -368,11 +354,13 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
              f"{len(results)} cells ({len(study.settings)} settings x {' or '.join(map(str, seeds))} seeds) · "
              f"{seconds / 60:.1f} min this run (reused cells count as 0) · the cells' own wall times sum to "
              f"{_cell_minutes(workdir, study, results):.1f} min (they run side by side).", "",
-             "Mean ± standard deviation over seeds; paired differences over (seed, question) with a 95% interval.",
-             ""]
+             "Mean ± standard deviation over seeds. Paired differences: the mean over seeds of each seed's mean "
+             "difference over its questions, a 95% interval from a bootstrap that resamples seeds, then questions "
+             "within them (seeds vary most), and each seed's own difference; a difference is called only when the "
+             "interval excludes 0 and no seed says the opposite.", ""]
     n_tags: dict[str, int] = {}
     paths: dict[str, list[Path]] = {}
-    diffs: dict[str, dict[str, dict[str, tuple]]] = {}
+    diffs: dict[str, dict[str, dict[str, Difference]]] = {}
     for setting in study.settings:
         methods = list(agg.get(setting.name, {}))
         paths[setting.name] = [cell_dir(workdir, study, c) for c in results if c.setting == setting]
@@ -391,8 +379,7 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
                                                       for m in methods) + " |")
         for base, diff in diffs[setting.name].items():
             lines += ["", f"ssft − {base} (paired):", ""]
-            lines += [f"- {k}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (n={d[3]}): {_reading(d)}"
-                      for k, d in diff.items()]
+            lines += [f"- {k}: {d}: {d.reading()}" for k, d in diff.items()]
         lines += _rl_lines(paths[setting.name], table)
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
         lines += _dynamics_lines(paths[setting.name])
@@ -431,27 +418,25 @@ RL_PAIRS = (("ssft+gfpo", "ssft"), ("ssft+gfpo", "sft+grpo"), ("ssft+gfpo", "sft
 
 
 def _rl_lines(paths: list[Path], table: dict[str, dict[str, tuple]]) -> list[str]:
-    """Paired single-sample differences around the RL stage, over (seed, question), and the tag distribution
+    """Paired single-sample differences around the RL stage (per seed, then over seeds), and the tag distribution
     before and after GFPO (mean P(tag | question) over the RL questions, averaged over seeds)."""
     if not any("+" in m for m in table):
         return []
     where = report_columns_from(paths[0]) if paths else {}
     lines = ["", "Single sample without a given tag (tagged: the model's own tag, pass@1_self; untagged: pass@1; "
-             "ssft before RL: its own tag too), paired over (seed, question):", ""]
+             "ssft before RL: its own tag too), paired per seed, then over seeds:", ""]
     for a, b in RL_PAIRS:
         if a not in where or b not in where:
             continue
-        diffs = []
+        groups = []
         for d in paths:
             fa, fb = d / "results" / where[a], d / "results" / where[b]
             qa = single_sample(fa / DETAILS_FILE, json.loads((fa / METRICS_FILE).read_text()))
             qb = single_sample(fb / DETAILS_FILE, json.loads((fb / METRICS_FILE).read_text()))
-            diffs += [qa[q] - qb[q] for q in qa.keys() & qb.keys()]
-        if diffs:
-            mean, std, n = spread(diffs)
-            half = 1.96 * std / math.sqrt(n)
-            reading = "ahead" if mean - half > 0 else "behind" if mean + half < 0 else "no clear difference"
-            lines.append(f"- {a} − {b}: {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] (n={n}): {reading}")
+            groups.append([qa[q] - qb[q] for q in sorted(qa.keys() & qb.keys())])
+        if any(groups):
+            diff = paired_difference(groups)
+            lines.append(f"- {a} − {b}: {diff}: {diff.reading(a)}")
     from ssft.train.gfpo import GFPO_FILE
 
     dists = [json.loads(f.read_text()) for d in paths if (f := d / "models" / "gfpo" / "ssft" / GFPO_FILE).exists()]
@@ -482,7 +467,7 @@ def _shown(path: str) -> str:
 
 
 def _glance_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]],
-                  diffs: dict[str, dict[str, dict[str, tuple]]]) -> list[str]:
+                  diffs: dict[str, dict[str, dict[str, Difference]]]) -> list[str]:
     """One row per setting: SSFT's votes, modes and matching, and its paired cons@N difference to each baseline
     with the verdict of the interval."""
     lines = ["## At a glance", "", "| setting | ssft pass@1 | ssft cons@N | ssft coverage | ssft nmi | agreement L "
@@ -491,8 +476,8 @@ def _glance_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]],
         ssft = agg.get(setting.name, {}).get("ssft")
         if ssft is None:
             continue
-        vs = "; ".join(f"{b} {d['cons@N'][0]:+.3f} [{d['cons@N'][1]:+.3f}, {d['cons@N'][2]:+.3f}] "
-                       f"{_reading(d['cons@N']).split(' (')[0]}" for b, d in diffs[setting.name].items()
+        vs = "; ".join(f"{b} {d['cons@N'].mean:+.3f} [{d['cons@N'].low:+.3f}, {d['cons@N'].high:+.3f}] "
+                       f"{d['cons@N'].reading().split(' (')[0]}" for b, d in diffs[setting.name].items()
                        if "cons@N" in d) or "–"
         cells = [_fmt(ssft[k]) if k in ssft else "–" for k in ("pass@1", "cons@N", "coverage", "nmi",
                                                                "match_agreement_full")]

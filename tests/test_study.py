@@ -37,6 +37,7 @@ def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) 
     assert main(args) == 0
     report = (tmp_path / "results" / "study.md").read_text()
     assert "## a" in report and "## b" in report and "ssft − sft (paired):" in report
+    assert "(2 seeds x 8 questions; per seed " in report  # each seed's difference beside the interval
     assert (tmp_path / "results" / "study" / "metrics_by_setting.png").exists()
     agg = json.loads((tmp_path / "results" / "study.json").read_text())
     for setting in ("a", "b"):
@@ -120,17 +121,17 @@ def _details(path: Path, correct_by_q: dict[str, list[bool]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_paired_differences_are_over_seed_question_pairs(tmp_path: Path) -> None:
+def test_paired_differences_are_per_seed_then_over_seeds(tmp_path: Path) -> None:
     """pass@1 per question: ssft 1.0, 0.5 (seed 0) and 0.75 (seed 1); sft 0.5, 0.5 and 0.25: differences
-    0.5, 0, 0.5 -> mean 1/3, sample sd 0.2887, 95% half-width 1.96 * 0.2887 / sqrt(3)."""
+    0.5, 0 (seed 0: 0.25) and 0.5 (seed 1): the mean over seeds is 0.375, not the pooled 1/3."""
     cells = [tmp_path / "seed0", tmp_path / "seed1"]
     _details(cells[0] / "results" / "ssft" / "details.jsonl", {"q1": [True] * 4, "q2": [True, False] * 2})
     _details(cells[0] / "results" / "sft" / "details.jsonl", {"q1": [True, False] * 2, "q2": [False, True] * 2})
     _details(cells[1] / "results" / "ssft" / "details.jsonl", {"q3": [True, True, True, False]})
     _details(cells[1] / "results" / "sft" / "details.jsonl", {"q3": [True, False, False, False]})
-    mean, lo, hi, n = study.paired(cells, "ssft", "sft", 2)["pass@1"]
-    half = 1.96 * 0.28867513 / 3 ** 0.5
-    assert (mean, lo, hi, n) == pytest.approx((1 / 3, 1 / 3 - half, 1 / 3 + half, 3))
+    d = study.paired(cells, "ssft", "sft", 2)["pass@1"]
+    assert (d.mean, d.per_seed, d.pairs) == (pytest.approx(0.375), (0.25, 0.5), 3)
+    assert d.low <= 0.25 and d.high >= 0.5, d  # a seed drawn twice is in the resamples
 
 
 def test_a_failing_stage_names_the_cell_and_says_why(tmp_path: Path) -> None:
