@@ -24,18 +24,6 @@ def tag_mode_table(details: list[dict]) -> dict[str, list]:
     return counts_table({t: dict(c) for t, c in counts.items()})
 
 
-def to_image(fig: Any) -> Any:
-    """A matplotlib figure as a PIL image (what MLflow's image series take)."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    return Image.open(buf).convert("RGB")
-
-
 def save_figures(figs: dict[str, Any], out_dir: Path) -> list[Path]:
     """Each figure as ``<out_dir>/<name>.png``, written atomically; the paths, in order."""
     import io
