@@ -47,10 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--method", required=True, choices=config_mod.METHODS)
         s.add_argument("--traces", default="data/traces", help="trace dataset directory")
         s.add_argument("--models", default="models", help="models directory (models/<method>)")
-        if name == "train":
-            s.add_argument("--checkpoints", default="checkpoints", help="resumable checkpoints (checkpoints/<method>)")
-        else:
+        s.add_argument("--checkpoints", default="checkpoints", help="resumable checkpoints (checkpoints/<method>)"
+                       + ("" if name == "train" else "; --curve reads the snapshots in checkpoints/<method>/steps"))
+        if name == "evaluate":
             s.add_argument("--results", default="results", help="results directory (results/<method>)")
+            s.add_argument("--prefix-forced", action="store_true",
+                           help="sample the untagged model with each strategy's opening forced (eval.prefix_forced; "
+                                "with --results results/forced)")
+            s.add_argument("--curve", action="store_true",
+                           help="the learning curve: evaluate every snapshot (eval.every_steps) on a cheap set -> "
+                                "<results>/curves/<method>.jsonl")
     f = sub.add_parser("gfpo", help="RL on the forking token (GFPO; GRPO for sft) after training one method")
     f.add_argument("--method", required=True, choices=config_mod.METHODS)
     f.add_argument("--models", default="models", help="trained models (models/<method>)")
@@ -150,10 +156,20 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         torch.set_num_threads(cfg.train.threads)
     model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
     tracker = _tracker(cfg, args)  # first: a tracking server that is down fails in seconds, before any work
+    if args.curve:
+        from ssft.eval.curves import CURVES_DIR, evaluate_curve
+
+        out = Path(args.results) / CURVES_DIR / f"{args.method}.jsonl"
+        with atomic.exclusive(out):
+            rows = evaluate_curve(cfg, model_dir, Path(args.checkpoints) / args.method,
+                                  Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet",
+                                  Path(args.traces) / "val.parquet")
+        tracker.log_curve(args.method, model_dir, rows)
+        return
     with atomic.exclusive(out):
         evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet",
-                 Path(args.traces) / "val.parquet")
-    tracker.log_eval(args.method, model_dir, out)
+                 Path(args.traces) / "val.parquet", prefix_forced=args.prefix_forced)
+    tracker.log_eval(args.method, model_dir, out, args.prefix_forced)
 
 
 def cmd_gfpo(cfg: config_mod.Config, args: argparse.Namespace) -> None:

@@ -19,11 +19,12 @@ import yaml
 
 # Each list of choices lives with the code that implements it; config only reads them (one home each).
 from ssft.data.checkers import CHECKERS
+from ssft.data.selection import SELECTIONS
 from ssft.data.sources.teachers import BACKENDS
 from ssft.errors import UserError
 from ssft.generation.factory import BACKENDS as GENERATION_BACKENDS
 from ssft.train.methods import NAMES as METHODS
-from ssft.train.methods import RL_PARAMS, RL_SCOPES
+from ssft.train.methods import RL_PARAMS, RL_SCOPES, UNTAGGED
 from ssft.train.precision import DTYPES, KERNELS
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,10 @@ class TracesConfig:
     strategies: list = _f([], "subset of the task's strategies to use as traces; [] = all")
     min_strategies: int = _f(0, "0 = every training question has all M traces; k >= 2 = each keeps a seeded "
                                 "random k..M of them (M varies per question)")
+    select: str = _f("correct_only", "which traces of a question train (every source): correct_only (those passing "
+                     "data.checker) | all (wrong answers too) | random_k | diverse (k of the correct ones: at random, "
+                     "or far apart); ssft.data.selection")
+    k: int = _f(0, "random_k / diverse: traces kept per question; 0 = ssft.num_tags")
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,14 @@ class EvalConfig:
     backend: str = _f("hf", "generation engine: hf (transformers, in this process) | openai (a served copy of the "
                       "model at eval.server: vLLM, SGLang, transformers serve) | vllm (vLLM's offline engine, GPU)")
     server: str | None = _f(None, "openai: the server's base URL, e.g. http://127.0.0.1:8000/v1; null otherwise")
+    every_steps: int = _f(0, "learning curves: training keeps a weights snapshot every k steps (checkpoints/<method>/"
+                          "steps) and `ssft evaluate --curve` evaluates each on a cheap set (results/curves); 0 = off")
+    curve_samples: int = _f(4, "--curve: sampled generations per question (with one greedy per tag)")
+    curve_questions: int = _f(100, "--curve: the first this many evaluation questions")
+    prefix_forced: list = _f([], "untagged methods (e.g. [sft]) also sampled with each strategy's opening token "
+                             "forced (prefix-forced decoding, arXiv 2605.17026): results/forced/<method>, reported "
+                             "as <method>+forced; synthetic tasks whose strategies open differently (pathstar, or "
+                             "task.marked)")
 
 
 @dataclass(frozen=True)
@@ -322,6 +335,10 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (not cfg.tracking.register or all(x in t.methods and x != "ssft" for x in cfg.tracking.baselines),
          "tracking.baselines", f"each must be a trained method other than ssft, of train.methods={t.methods} "
          "([] = the champion is compared only with the current champion)"),
+        (all(x in t.methods and x in UNTAGGED for x in e.prefix_forced)
+         and (not e.prefix_forced or d.source == "synthetic"),
+         "eval.prefix_forced", f"each must be an untagged method of train.methods={t.methods} (e.g. [sft]), "
+         "with data.source synthetic ([] = none)"),
         (all(x in t.methods for x in cfg.gfpo.methods), "gfpo.methods",
          f"each must be a trained method, one of train.methods={t.methods} ([] = no RL stage)"),
         (cfg.gfpo.steps >= 1 and cfg.gfpo.questions_per_step >= 1, "gfpo.steps",
@@ -348,6 +365,11 @@ def _check(cfg: Config, errors: list[str]) -> None:
         (cfg.traces.min_strategies == 0 or cfg.traces.min_strategies >= 2, "traces.min_strategies",
          "use 0 (all traces) or >= 2 (a question needs two traces to fork)"),
         (d.checker in CHECKERS, "data.checker", f"use one of {', '.join(CHECKERS)}"),
+        (e.every_steps >= 0 and e.curve_samples >= 1 and e.curve_questions >= 1, "eval.every_steps",
+         "use >= 0 (0 = no learning curve), with eval.curve_samples and eval.curve_questions >= 1"),
+        (cfg.traces.select in SELECTIONS, "traces.select", f"use one of {', '.join(SELECTIONS)}"),
+        (cfg.traces.k == 0 or 2 <= cfg.traces.k <= s.num_tags, "traces.k",
+         f"use 0 (= ssft.num_tags) or 2..ssft.num_tags={s.num_tags} (a question needs two traces to fork)"),
         (cfg.traces.train_questions >= 1, "traces.train_questions", "use >= 1"),
         (cfg.traces.eval_questions >= 1, "traces.eval_questions", "use >= 1"),
         (1 <= s.num_tags <= 64, "ssft.num_tags", "use 1..64"),

@@ -187,6 +187,10 @@ def run_cell(study: Study, cell: Cell, workdir: Path, params: Path = ROOT / "par
     def method(m: str) -> None:
         stage(["train", "--method", m])
         stage(["evaluate", "--method", m])
+        if cfg.eval.every_steps:  # the learning curve, from the snapshots training kept
+            stage(["evaluate", "--method", m, "--curve"])
+        if m in cfg.eval.prefix_forced:  # the same model made to open with each strategy's first token
+            stage(["evaluate", "--method", m, "--prefix-forced", "--results", "results/forced"])
         if m in cfg.gfpo.methods:  # the RL stage, then its model's evaluation (dvc.yaml's gfpo, evaluate-gfpo)
             stage(["gfpo", "--method", m])
             stage(["evaluate", "--method", m, "--models", "models/gfpo", "--results", "results/gfpo"])
@@ -268,7 +272,9 @@ def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, Dif
     bootstrap of :mod:`ssft.eval.intervals`. Pairs share the question and the seed's data: only the models differ."""
     diffs: dict[str, list[list[float]]] = {k: [] for k in PAIRED}
     for d in cell_paths:
-        fa, fb = d / "results" / a / DETAILS_FILE, d / "results" / b / DETAILS_FILE
+        # a label's results: sft+forced -> results/forced/sft
+        where = report_columns_from(d) if (d / "params.yaml").exists() else {}
+        fa, fb = (d / "results" / where.get(m, m) / DETAILS_FILE for m in (a, b))
         if not (fa.exists() and fb.exists()):
             continue
         qa, qb = per_question(fa, n_tags), per_question(fb, n_tags)
@@ -382,12 +388,13 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
             lines += [f"- {k}: {d}: {d.reading()}" for k, d in diff.items()]
         lines += _rl_lines(paths[setting.name], table)
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
-        lines += _dynamics_lines(paths[setting.name])
+        lines += _dynamics_lines(paths[setting.name]) + _curve_lines(paths[setting.name])
         lines.append("")
     try:
         from ssft.tracking.figures import save_figures, study_figures
 
-        figures = save_figures(study_figures(agg, n_tags), report.with_suffix(""))
+        curves = {name: c for name, ps in paths.items() if (c := curve_spread(ps))}
+        figures = save_figures(study_figures(agg, n_tags, curves), report.with_suffix(""))
     except ImportError:  # a GPU image without matplotlib: the tables still say everything
         log.warning("matplotlib is not installed: %s has no figures", report)
         figures = []
@@ -445,6 +452,41 @@ def _rl_lines(paths: list[Path], table: dict[str, dict[str, tuple]]) -> list[str
         after = [sum(x) / len(dists) for x in zip(*(s["tag_distribution_after"] for s in dists))]
         lines += ["", "ssft's tag distribution, mean P(tag | question) before → after GFPO: " + ", ".join(
             f"<think{t + 1}> {p:.2f} → {q:.2f}" for t, (p, q) in enumerate(zip(before, after)))]
+    return lines
+
+
+# -- learning curves (eval.every_steps) ----------------------------------------------------------------
+def curve_spread(paths: list[Path]) -> dict[str, dict[str, list[tuple]]]:
+    """method -> metric -> [(step, mean, std, seeds)] over the cells' curves (``results/curves``), at the steps
+    every seed evaluated."""
+    from ssft.eval.curves import CURVES_DIR, read
+
+    by_method: dict[str, list[list[dict]]] = {}
+    for d in paths:
+        for f in sorted((d / "results" / CURVES_DIR).glob("*.jsonl")):
+            by_method.setdefault(f.stem, []).append(read(f))
+    out: dict[str, dict[str, list[tuple]]] = {}
+    for m, runs in by_method.items():
+        steps = sorted(set.intersection(*({r["step"] for r in run} for run in runs)))
+        at = [{r["step"]: r for r in run} for run in runs]
+        keys = [k for k in runs[0][0] if k != "step" and all(k in a[s] for a in at for s in steps)]
+        out[m] = {k: [(s, *spread(a[s][k] for a in at)) for s in steps] for k in keys}
+    return out
+
+
+def _curve_lines(paths: list[Path]) -> list[str]:
+    """The learning curves as a table: cons@N per method at each evaluated step (mean ± sd over seeds)."""
+    curves = curve_spread(paths)
+    if not curves:
+        return []
+    methods = list(curves)
+    steps = [p[0] for p in curves[methods[0]].get("cons@N", [])]
+    lines = ["", "Learning curve (cons@N on the cheap set: eval.curve_questions questions, eval.curve_samples "
+             "samples each), mean ± sd over seeds; the figure learning_curves adds pass@1_val_tag and coverage:", "",
+             "| step | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for i, step in enumerate(steps):
+        cells = [_fmt(curves[m]["cons@N"][i][1:]) if i < len(curves[m].get("cons@N", [])) else "–" for m in methods]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -156,7 +156,8 @@ def test_each_tag_label_is_that_tags_generation(echo) -> None:  # noqa: ANN001
     q = type("Q", (), {"question": "1+2+3+4?", "question_id": "q", "answer": "10"})()
     judge = ev.Judge(lambda text: text, lambda q, text: False, lambda pairs: [None] * len(pairs))
     for temperature in (None, 0.7, 1.3):
-        rows = ev._generations(tiny_cfg(), sampler, tok, layout, [q, q], [1, 2, 3, 4], temperature, judge)
+        rows = ev._generations(tiny_cfg(), sampler, ev.Prompts.tagged(tok, layout, [1, 2, 3, 4]), [q, q], temperature,
+                               judge)
         assert rows and all(r["text"] == f"think{r['tag']}>" for r in rows), rows[:6]
 
 
@@ -170,11 +171,13 @@ def test_the_validation_tag_is_the_most_accurate_on_validation_questions(echo, t
     ev, tok, layout, sampler = echo
     traces.write(synthetic.synthetic_splits(get_task("add4"), 4, 4, 0, n_val=6)["val"], tmp_path / "val.parquet")
     judge = ev.Judge(lambda text: text, lambda q, text: text == "think3>", lambda pairs: [None] * len(pairs))
-    tag, acc = ev.validation_tag(tiny_cfg(), sampler, tok, layout, tmp_path / "val.parquet", [1, 2, 3, 4], judge)
+    tag, acc = ev.validation_tag(tiny_cfg(), sampler, ev.Prompts.tagged(tok, layout, [1, 2, 3, 4]),
+                                 tmp_path / "val.parquet", judge)
     assert tag == 3 and acc == {"val_acc_tag1": 0.0, "val_acc_tag2": 0.0, "val_acc_tag3": 1.0, "val_acc_tag4": 0.0}
     traces.write([], tmp_path / "empty.parquet")
-    assert ev.validation_tag(tiny_cfg(), sampler, tok, layout, tmp_path / "empty.parquet", [1, 2], judge) == (None, {})
-    assert ev.validation_tag(tiny_cfg(), sampler, tok, layout, None, [1, 2], judge) == (None, {})
+    two = ev.Prompts.tagged(tok, layout, [1, 2])
+    assert ev.validation_tag(tiny_cfg(), sampler, two, tmp_path / "empty.parquet", judge) == (None, {})
+    assert ev.validation_tag(tiny_cfg(), sampler, two, None, judge) == (None, {})
 
 
 def test_best_tag_comes_from_the_training_trajectories() -> None:
@@ -257,3 +260,38 @@ def test_sample_answers_with_every_tag_and_set_goes_anywhere(evaluated: Path, tm
     sft = str(evaluated / "models" / "sft")
     assert main(["--params", str(p), "--set", "seed=1", "sample", "3+4+5+6?", "--model", sft]) == 0
     assert capsys.readouterr().out.strip().splitlines()[0].startswith("'<s>3+4+5+6?<think>'")
+
+
+def test_prefix_forcing_opens_each_tag_with_its_strategy() -> None:
+    """Tag t of a prefix-forced evaluation is prompted with strategy t's opening after the untagged prompt, and
+    judged on that opening plus what the model wrote: a model that writes the rest of a forward walk whatever
+    it is given walks forward under tag 1 (forced to the start's letter) and follows no strategy under tag 2
+    (forced to the goal's)."""
+    from ssft.eval import evaluate as ev
+    from ssft.generation.sampler import Sample
+    from ssft.train.forking import PromptLayout, build_char_tokenizer
+
+    cfg = tiny_cfg(**{"task.name": "pathstar", "task.marked": False, "task.options": {"arm_length": 2},
+                      "eval.prefix_forced": ["sft"]})
+    layout = PromptLayout.from_format("<think{i}>", 4, chat=False)
+    tok = build_char_tokenizer(layout.all_tags)
+    q = type("Q", (), {"question": "h=7;k=c+2,m=h+1,c=h+3,q=m+4;k?", "question_id": "q", "answer": "12"})()
+
+    class Rest:
+        def generate(self, prompts, n, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            self.prompts = [tok.decode(p) for p in prompts]
+            return [[Sample("=7,c=h+3=10,k=c+2=12#12", 5, (0,)) for _ in range(n)] for _ in prompts]
+
+    sampler = Rest()
+    rows = ev._generations(cfg, sampler, ev.Prompts.forced(cfg, tok, layout), [q], None, ev.synthetic_judge(cfg))
+    assert [(r["tag"], r["text"][0], r["mode"], r["correct"]) for r in rows] == [
+        (1, "h", "forward", True), (2, "k", None, True)]
+    assert [p[-len(q.question) - len("<think>") - 1:] for p in sampler.prompts] == [
+        f"{q.question}<think>h", f"{q.question}<think>k"]
+
+
+def test_prefix_forcing_is_for_untagged_methods_of_tasks_that_know_their_openings() -> None:
+    with pytest.raises(ValueError, match="eval.prefix_forced"):
+        tiny_cfg(**{"eval.prefix_forced": ["ssft"]})
+    with pytest.raises(ValueError, match="eval.prefix_forced"):
+        tiny_cfg(**{"eval.prefix_forced": ["sft"], "data.source": "import"})

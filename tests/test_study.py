@@ -93,12 +93,13 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
 
 def test_the_shipped_studies_load() -> None:
     cpu = study.cells(study.load(ROOT / "studies" / "cpu.yaml"))
-    assert len(cpu) == 21
+    assert len(cpu) == 37
     assert [c.seed for c in cpu if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
-    assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2]  # the study's
+    assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2, 3, 4]  # the main settings: 5
+    assert [c.seed for c in cpu if c.setting.name == "pathstar"] == [0, 1, 2]  # the study's
     for c in cpu:  # every cell's params are valid (gfpo.methods must be trained methods, ...)
         config.from_dict(_cell_params(study.load(ROOT / "studies" / "cpu.yaml"), c))
-    assert len(study.cells(study.load(ROOT / "studies" / "gpu.yaml"))) == 6
+    assert len(study.cells(study.load(ROOT / "studies" / "gpu.yaml"))) == 10
 
 
 def test_aggregate_is_mean_and_sample_spread_over_seeds() -> None:
@@ -110,6 +111,20 @@ def test_aggregate_is_mean_and_sample_spread_over_seeds() -> None:
     assert agg["a"]["ssft"]["cons@N"] == (1.0, 0.0, 2)
     assert agg["a"]["sft"]["pass@1"] == pytest.approx((0.3, 0.1414214, 2))
     assert "cons@N" not in agg["a"]["sft"]
+
+
+def test_learning_curves_average_seeds_at_the_steps_they_share(tmp_path: Path) -> None:
+    """Two seeds' curves: means and spreads per step, only steps both evaluated (seed 1 was cut at 500), one
+    table row per step, the figure drawn from the same numbers."""
+    for seed, points in ((0, [(250, 0.2), (500, 0.4), (750, 0.6)]), (1, [(250, 0.4), (500, 0.6)])):
+        f = tmp_path / f"seed{seed}" / "results" / "curves" / "ssft.jsonl"
+        f.parent.mkdir(parents=True)
+        f.write_text("".join(json.dumps({"step": s, "cons@N": c, "coverage": 2 * c}) + "\n" for s, c in points))
+    curves = study.curve_spread([tmp_path / "seed0", tmp_path / "seed1"])
+    assert [p[:2] for p in curves["ssft"]["cons@N"]] == [(250, pytest.approx(0.3)), (500, pytest.approx(0.5))]
+    assert curves["ssft"]["coverage"][1][1:] == (pytest.approx(1.0), pytest.approx(0.2828427), 2)
+    lines = study._curve_lines([tmp_path / "seed0", tmp_path / "seed1"])
+    assert "| 250 | 0.300 ± 0.141 |" in lines and "| 500 | 0.500 ± 0.141 |" in lines and len(lines) == 7
 
 
 def _details(path: Path, correct_by_q: dict[str, list[bool]]) -> None:
@@ -132,6 +147,19 @@ def test_paired_differences_are_per_seed_then_over_seeds(tmp_path: Path) -> None
     d = study.paired(cells, "ssft", "sft", 2)["pass@1"]
     assert (d.mean, d.per_seed, d.pairs) == (pytest.approx(0.375), (0.25, 0.5), 3)
     assert d.low <= 0.25 and d.high >= 0.5, d  # a seed drawn twice is in the resamples
+
+
+def test_a_prefix_forced_column_is_paired_with_its_own_generations(tmp_path: Path) -> None:
+    """sft+forced lives in results/forced/sft: ssft − sft+forced compares with those generations, not sft's."""
+    cell = tmp_path / "seed0"
+    cell.mkdir()
+    (cell / "params.yaml").write_text(yaml.safe_dump({"task": {"name": "pathstar", "marked": False},
+                                                      "eval": {"prefix_forced": ["sft"]}}))
+    _details(cell / "results" / "ssft" / "details.jsonl", {"q1": [True] * 4})
+    _details(cell / "results" / "sft" / "details.jsonl", {"q1": [True] * 4})
+    _details(cell / "results" / "forced" / "sft" / "details.jsonl", {"q1": [False] * 4})
+    assert study.paired([cell], "ssft", "sft+forced", 2)["pass@1"].per_seed == (1.0,)
+    assert study.paired([cell], "ssft", "sft", 2)["pass@1"].per_seed == (0.0,)
 
 
 def test_a_failing_stage_names_the_cell_and_says_why(tmp_path: Path) -> None:

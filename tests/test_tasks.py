@@ -77,10 +77,12 @@ def test_the_demo_split_holds_out_reorderings_and_their_traces(name: str) -> Non
     assert not {r["trace"] for r in s["train"]} & {r["trace"] for r in s["eval"]}
 
 
-def test_problem_from_row_round_trips() -> None:
-    task = get_task("mult", marked=True)
-    p = task.problem((47, 86))
-    assert problem_from(p.question_id, p.question, p.answer) == p
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_a_trace_file_row_parses_back_to_its_problem(name: str) -> None:
+    task = get_task(name, marked=True)
+    for p in task.problems(20, seed=3):
+        assert task.parse(p.question_id, p.question, p.answer) == p
+    assert problem_from("mult-47-86", "47*86?", "4042") == get_task("mult").problem((47, 86))
 
 
 def test_unknown_task_and_too_many_questions_are_clear() -> None:
@@ -97,6 +99,78 @@ def test_fork_depth_shares_a_prefix_and_keeps_the_strategies_apart(name: str) ->
         texts = [task.render(p, s) for s in task.strategies]
         assert len({t[:9] for t in texts}) == 1
         assert [task.classify(p, t) for t in texts] == list(task.strategies)
-        assert task.classify(p, "x" + texts[0][1:]) is None, "a broken shared prefix follows no strategy"
+        assert task.classify(p, "~" + texts[0][1:]) is None, "a broken shared prefix follows no strategy"
     with pytest.raises(ValueError, match="fork_depth=-1"):
         get_task(name, fork_depth=-1)
+
+
+# -- pathstar -------------------------------------------------------------------------------------------
+STAR = "h=7;k=c+2,m=h+1,c=h+3,q=m+4;k?"  # arms h-c-k (the goal's) and h-m-q
+
+
+def star(question: str = STAR, **options: object):  # noqa: ANN201
+    task = get_task("pathstar", arm_length=2, **options)
+    return task, task.parse("q", question, "12")
+
+
+def test_pathstar_traces_exactly() -> None:
+    task, p = star()
+    assert task.question_text(p.operands) == STAR and task.solve(p.operands) == 12
+    assert [task.render(p, s) for s in task.strategies] == ["h=7,c=h+3=10,k=c+2=12#12", "k=c+2=h+5=12#12"]
+    marked, q = star(marked=True)
+    assert [marked.render(q, s) for s in marked.strategies] == ["Fh=7,c=h+3=10,k=c+2=12#12", "Bk=c+2=h+5=12#12"]
+
+
+@pytest.mark.parametrize("text, mode, correct", [
+    ("h=7,c=h+3=10,k=c+2=12#12", "forward", True),
+    ("h=7,c=h+3=11,k=c+2=13#13", "forward", False),   # slips keep the structure
+    ("h=7,m=h+1=8,q=m+4=12#12", "forward", True),     # the wrong arm is still a forward walk (here by luck right)
+    ("h=7,m=h+1=8,q=m+4=12#11", "forward", False),
+    ("h=7,c=h+3=10,q=c+2=12#12", None, True),         # no chain of the graph: it jumps arms
+    ("h=7,c=h+3=10#10", None, False),                 # stops halfway
+    ("k=c+2=h+5=12#12", "reverse", True),
+    ("k=c+2=h+6=13#13", "reverse", False),
+    ("k=m+2=h+5=12#12", None, True),                  # m is not k's parent
+    ("q=m+4=h+5=12#12", None, True),                  # written back from the other arm's end
+    ("k=c+2,h=7#12", None, True),
+])
+def test_pathstar_classify_and_check(text: str, mode: str | None, correct: bool) -> None:
+    task, p = star()
+    assert task.classify(p, text) == mode
+    assert task.check(p, text) == correct
+
+
+def test_pathstar_canonical_form_ignores_letters_and_edge_order() -> None:
+    """The same star relabelled and listed in another order is the same question; another goal, value or
+    constant is another."""
+    task, p = star()
+    same = ["a=7;z=a+1,b=a+3,d=b+2,y=z+4;d?", "h=7;q=m+4,c=h+3,m=h+1,k=c+2;k?"]
+    other = ["h=7;k=c+2,m=h+1,c=h+3,q=m+4;q?", "h=8;k=c+2,m=h+1,c=h+3,q=m+4;k?", "h=7;k=c+3,m=h+1,c=h+3,q=m+4;k?"]
+    assert {task.canonical(star(q)[1].operands) for q in same} == {task.canonical(p.operands)}
+    assert all(task.canonical(star(q)[1].operands) != task.canonical(p.operands) for q in other)
+
+
+def test_pathstar_split_holds_out_every_relabelling() -> None:
+    task = get_task("pathstar")
+    s = synthetic.synthetic_splits(task, 2000, 300, seed=0, n_val=100)
+    canon = lambda rows: {task.canonical(task.parse(r["question_id"], r["question"], r["answer"]).operands)  # noqa: E731
+                          for r in rows}
+    assert not canon(s["train"]) & (canon(s["eval"]) | canon(s["val"]))
+    assert len({r["question"] for r in s["train"]}) == 2000
+
+
+def test_pathstar_openings_are_what_prefix_forcing_writes() -> None:
+    """Unmarked, forward opens with the start's letter and reverse with the goal's (never the arm's first node,
+    which would answer the fork for the model); marked, each strategy's letter; add4 unmarked has none."""
+    task, p = star()
+    assert [task.opening(p, s) for s in task.strategies] == ["h", "k"]
+    assert all(task.render(p, s).startswith(task.opening(p, s)) for s in task.strategies)
+    marked, q = star(marked=True)
+    assert [marked.opening(q, s) for s in marked.strategies] == ["F", "B"]
+    deep, r = star(fork_depth=3)
+    assert [deep.opening(r, s) for s in deep.strategies] == ["h=7h", "h=7k"]
+    with pytest.raises(ValueError, match="no opening of their own"):
+        add4 = get_task("add4")
+        add4.opening(add4.problem((1, 2, 3, 4)), "l2r")
+    with pytest.raises(ValueError, match="arm_length"):
+        get_task("pathstar", arms=5, arm_length=6)

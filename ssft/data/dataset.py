@@ -93,7 +93,8 @@ def build(cfg: Config, out: Path) -> dict:
     """The traces stage: rows of the source, checked, written to ``out`` as one unit; returns the stats."""
     rows = splits(cfg)
     checker = get_checker(cfg.data.checker)
-    kept, report = traces.validate(rows["train"], f"{cfg.dataset_name} training traces", cfg.ssft.num_tags, checker)
+    kept, report = traces.validate(rows["train"], f"{cfg.dataset_name} training traces", cfg.ssft.num_tags, checker,
+                                   cfg.traces.select, cfg.traces.k, cfg.seed)
     if not kept:
         raise traces.TraceDataError(
             f"{cfg.dataset_name}: no training question kept 2 or more traces (per source: {report['per_source']}); "
@@ -108,7 +109,9 @@ def build(cfg: Config, out: Path) -> dict:
         traces.write(rows["eval"], tmp / "eval.parquet")
         traces.write(rows["val"], tmp / "val.parquet")  # empty when validation is off: still a file DVC can track
         atomic.write_text(tmp / STATS_FILE, json.dumps(stats, indent=2))
-    log.info("traces (%s, checker %s): %d training questions, %d traces, %d held-out questions; per source "
-             "kept/empty/wrong/lone: %s", cfg.data.source, cfg.data.checker, report["questions"], report["traces"],
-             stats["eval"]["questions"], {s: "/".join(map(str, c.values())) for s, c in report["per_source"].items()})
+    counts: dict[str, int] = next(iter(report["per_source"].values()), {})
+    log.info("traces (%s, checker %s, select %s): %d training questions, %d traces, %d held-out questions; per "
+             "source %s: %s", cfg.data.source, cfg.data.checker, cfg.traces.select, report["questions"],
+             report["traces"], stats["eval"]["questions"], "/".join(k.replace("_answer", "") for k in counts),
+             {s: "/".join(map(str, c.values())) for s, c in report["per_source"].items()})
     return stats

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from ssft.config import Config
 from ssft.data.checkers import get_checker
 from ssft.data.tasks import extract_answer, get_task
-from ssft.data.tasks.base import problem_from
 from ssft.data.traces import QuestionTraces
 
 
@@ -23,7 +22,7 @@ class Grader:
 def grader(cfg: Config) -> Grader:
     if cfg.data.source == "synthetic":
         task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
-        return Grader(extract_answer, lambda q, text: task.check(problem_from(q.question_id, q.question, q.answer),
+        return Grader(extract_answer, lambda q, text: task.check(task.parse(q.question_id, q.question, q.answer),
                                                                  text))
     checker = get_checker(cfg.data.checker)
     return Grader(checker.extract, lambda q, text: checker.correct(text, q.answer))

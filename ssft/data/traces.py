@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssft import atomic
+from ssft.data import selection
 from ssft.errors import UserError
 
 if TYPE_CHECKING:
@@ -86,10 +87,12 @@ def read_rows(path: Path) -> list[dict]:
     return table.to_pylist()
 
 
-def validate(rows: list[dict], path: Path | str, num_tags: int,
-             checker: Checker | None = None) -> tuple[list[QuestionTraces], dict]:
+def validate(rows: list[dict], path: Path | str, num_tags: int, checker: Checker | None = None,
+             select: str = "correct_only", k: int = 0, seed: int = 0) -> tuple[list[QuestionTraces], dict]:
     """Group rows per question and check them; returns the questions and what was kept and dropped, per
-    source. ``checker`` judges each trace's answer (None or ``none``: answers are not checked)."""
+    source. ``checker`` judges each trace's answer (None or ``none``: answers are not checked); ``select`` and
+    ``k`` (0 = N) choose the trained traces among the rest (:mod:`ssft.data.selection`; ``all`` keeps the wrong
+    answers too), seeded by ``seed`` and the question id."""
     errors: list[str] = []
     by_q: dict[str, list[tuple[int, dict]]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -107,10 +110,17 @@ def validate(rows: list[dict], path: Path | str, num_tags: int,
             if (r.get("question"), str(r.get("answer"))) != (first.get("question"), str(first.get("answer"))):
                 errors.append(f"{path}: row {i}, question_id {qid!r}: question/answer differ from row {items[0][0]}; "
                               "one id must mean one question (give the other question its own id)")
-        good = [r for _, r in items if _keep(r, checker, counts)]
+        good = [r for _, r in items if _keep(r, checker, counts, keep_wrong=select == "all")]
+        chosen = selection.choose(good, select, k or num_tags, selection.question_rng(seed, qid))
+        for r in good:
+            if not any(r is c for c in chosen):
+                counts[str(r["source"])]["kept"] -= 1
+                counts[str(r["source"])]["unselected"] += 1
+        good = chosen
         if len(good) > num_tags:
             errors.append(f"{path}: question_id {qid!r} has {len(good)} traces; SSFT needs at most N with "
-                          f"ssft.num_tags N={num_tags} (raise ssft.num_tags or keep fewer traces per question)")
+                          f"ssft.num_tags N={num_tags} (raise ssft.num_tags, or train k of them: "
+                          "traces.select random_k or diverse)")
         if errors:
             continue
         if len(good) < 2:
@@ -125,7 +135,10 @@ def validate(rows: list[dict], path: Path | str, num_tags: int,
     if errors:
         shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
         raise TraceDataError(f"{len(errors)} problem(s) in the trace data:\n  - " + "\n  - ".join(shown))
-    per_source = {s: {k: c[k] for k in ("kept", "empty", "wrong_answer", "lone")} for s, c in sorted(counts.items())}
+    # what the selection adds: traces left out by it, or wrong answers it kept (absent under the default)
+    keys = ("kept", "empty", "wrong_answer", "lone") + {"all": ("wrong_kept",), "random_k": ("unselected",),
+                                                        "diverse": ("unselected",)}.get(select, ())
+    per_source = {s: {key: c[key] for key in keys} for s, c in sorted(counts.items())}
     report = {"rows": len(rows), "questions": len(questions), "traces": sum(len(q.traces) for q in questions),
               "dropped_questions": dropped, "dropped_empty": sum(c["empty"] for c in per_source.values()),
               "dropped_wrong_answer": sum(c["wrong_answer"] for c in per_source.values()), "per_source": per_source}
@@ -137,15 +150,17 @@ def validate(rows: list[dict], path: Path | str, num_tags: int,
     return questions, report
 
 
-def _keep(row: dict, checker: Checker | None, counts: dict[str, Counter]) -> bool:
-    """Whether a trace is kept; counts why not, per source."""
+def _keep(row: dict, checker: Checker | None, counts: dict[str, Counter], keep_wrong: bool = False) -> bool:
+    """Whether a trace is kept; counts why not, per source (``keep_wrong``: a wrong answer is kept and counted
+    as such)."""
     source, text = str(row["source"]), row.get("trace")
     if not isinstance(text, str) or not text.strip():
         counts[source]["empty"] += 1
         return False
     if checker is not None and checker.name != "none" and not checker.correct(text, str(row["answer"])):
-        counts[source]["wrong_answer"] += 1
-        return False
+        counts[source]["wrong_kept" if keep_wrong else "wrong_answer"] += 1
+        if not keep_wrong:
+            return False
     counts[source]["kept"] += 1
     return True
 

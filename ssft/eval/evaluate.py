@@ -30,14 +30,13 @@ from ssft.atomic import replace_dir, temp_path
 from ssft.config import Config
 from ssft.data import grading, traces
 from ssft.data.tasks import get_task
-from ssft.data.tasks.base import problem_from
 from ssft.data.traces import QuestionTraces
 from ssft.errors import UserError
 from ssft.eval import metrics
 from ssft.generation import factory
 from ssft.generation.sampler import Sampler
 from ssft.train import methods, rollouts
-from ssft.train.forking import PromptLayout, prompt_ids
+from ssft.train.forking import PromptLayout, prompt_ids, prompt_text
 
 log = logging.getLogger(__name__)
 # The evaluate stage's outputs (report, study and tracking read them).
@@ -61,7 +60,7 @@ class Judge:
 
 def synthetic_judge(cfg: Config) -> Judge:
     task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
-    problem = lambda q: problem_from(q.question_id, q.question, q.answer)  # noqa: E731
+    problem = lambda q: task.parse(q.question_id, q.question, q.answer)  # noqa: E731
     g = grading.grader(cfg)
     return Judge(g.answer, g.correct, lambda pairs: [task.classify(problem(q), text) for q, text in pairs])
 
@@ -94,7 +93,7 @@ def _check_held_out(cfg: Config, questions: list[QuestionTraces], eval_file: Pat
                                                          ("question text", lambda qid, q: question_key(q))]
     if cfg.data.source == "synthetic":
         task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
-        keys.append(("canonical form", lambda qid, q: task.canonical(problem_from(qid, q, "").operands)))
+        keys.append(("canonical form", lambda qid, q: task.canonical(task.parse(qid, q, "").operands)))
     for what, key in keys:
         trained = {key(r["question_id"], r["question"]): r["question_id"] for r in train}
         seen = [(q.question_id, trained[k]) for q in questions if (k := key(q.question_id, q.question)) in trained]
@@ -136,22 +135,55 @@ def open_sampler(cfg: Config, model_dir: Path) -> tuple[Sampler, Any, dict]:
     return sampler, tokenizer, meta
 
 
-def _generations(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout, questions, tags: list[int | None],
-                 temperature: float | None, judge: Judge, seed: int | None = None) -> list[dict]:
+@dataclass(frozen=True)
+class Prompts:
+    """How evaluation prompts a model: per (question, tag), the prompt ids and the text forced after it (the
+    judged generation is that text, then what the model wrote). Normally the tag's prompt, nothing forced;
+    :meth:`forced`: the untagged prompt plus each strategy's opening, with tag i standing for strategy i."""
+
+    build: Callable[[QuestionTraces, int | None], tuple[list[int], str]]
+    tags: list[int | None]
+
+    @classmethod
+    def tagged(cls, tokenizer: Any, layout: PromptLayout, tags: list[int | None]) -> Prompts:
+        return cls(lambda q, t: (prompt_ids(tokenizer, layout, q.question, t), ""), tags)
+
+    @classmethod
+    def forced(cls, cfg: Config, tokenizer: Any, layout: PromptLayout) -> Prompts:
+        """Prefix-forced decoding (arXiv 2605.17026): the untagged model made to open with each strategy's first
+        token (``Task.opening``), what SSFT's tags learn to choose without being told."""
+        if cfg.data.source != "synthetic":
+            raise UserError("eval.prefix_forced: needs data.source synthetic (a task that knows its strategies' "
+                            "openings); leave it empty for imported or generated traces")
+        task = get_task(cfg.task.name, marked=cfg.task.marked, **cfg.task.options)
+        strategies = list(cfg.traces.strategies or task.strategies)
+
+        def build(q: QuestionTraces, t: int | None) -> tuple[list[int], str]:
+            assert t is not None
+            opening = task.opening(task.parse(q.question_id, q.question, q.answer), strategies[t - 1])
+            text = prompt_text(tokenizer, layout, q.question, None) + opening
+            return tokenizer.encode(text, add_special_tokens=False), opening  # one encoding: the merges training saw
+
+        return cls(build, list(range(1, len(strategies) + 1)))
+
+
+def _generations(cfg: Config, sampler: Sampler, prompts: Prompts, questions, temperature: float | None,
+                 judge: Judge, seed: int | None = None) -> list[dict]:
     """Details rows of one generation set (``temperature`` None = greedy), in (question, tag, sample) order.
     ``seed`` restarts the sampler's random stream; None: this set draws where the previous one stopped."""
-    greedy = temperature is None
+    greedy, tags = temperature is None, prompts.tags
     per_tag = 1 if greedy else cfg.eval.samples // len(tags)
-    prompts = [prompt_ids(tokenizer, layout, q.question, t) for q in questions for t in tags]
-    outs = sampler.generate(prompts, per_tag, temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, seed=seed)
-    keys = [(questions[k // len(tags)], tags[k % len(tags)], s, smp) for k, samples in enumerate(outs)
-            for s, smp in enumerate(samples)]
-    modes = judge.modes([(q, smp.text) for q, _, _, smp in keys])
+    built = [prompts.build(q, t) for q in questions for t in tags]
+    outs = sampler.generate([ids for ids, _ in built], per_tag, temperature, cfg.eval.top_p, cfg.eval.max_new_tokens,
+                            seed=seed)
+    keys = [(questions[k // len(tags)], tags[k % len(tags)], s, built[k][1] + smp.text, smp.length)
+            for k, samples in enumerate(outs) for s, smp in enumerate(samples)]
+    modes = judge.modes([(q, text) for q, _, _, text, _ in keys])
     kind = "greedy" if greedy else "sampled" if temperature == cfg.eval.temperature else "sweep"
     return [{"question_id": q.question_id, "tag": tag, "sample": s, "set": kind,
-             "temperature": temperature or 0.0, "text": smp.text,
-             "answer": judge.answer(smp.text), "correct": judge.correct(q, smp.text), "mode": mode,
-             "length": smp.length} for (q, tag, s, smp), mode in zip(keys, modes)]
+             "temperature": temperature or 0.0, "text": text,
+             "answer": judge.answer(text), "correct": judge.correct(q, text), "mode": mode,
+             "length": length} for (q, tag, s, text, length), mode in zip(keys, modes)]
 
 
 def _self_tagged(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout, questions, mode: str,  # noqa: ANN001
@@ -207,14 +239,15 @@ def best_tag(stats: dict) -> int | None:
     return metrics.best_tag(tagged) if tagged else None
 
 
-def validation_tag(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayout, val_file: Path | None,
-                   tags: list[int | None], judge: Judge) -> tuple[int | None, dict[str, float]]:
+def validation_tag(cfg: Config, sampler: Sampler, prompts: Prompts, val_file: Path | None,
+                   judge: Judge) -> tuple[int | None, dict[str, float]]:
     """The tag with the best greedy accuracy on the validation questions (never the evaluation ones; a tie
     goes to the lower tag), and each tag's validation accuracy."""
+    tags = prompts.tags
     if tags[0] is None or val_file is None or not Path(val_file).exists() or not traces.num_rows(val_file):
         return None, {}
     questions = traces.load_questions(val_file)
-    rows = _generations(cfg, sampler, tokenizer, layout, questions, tags, None, judge)
+    rows = _generations(cfg, sampler, prompts, questions, None, judge)
     acc = {t: sum(r["correct"] for r in rows if r["tag"] == t) / len(questions) for t in tags if t is not None}
     best = max(sorted(acc), key=lambda t: acc[t])
     log.info("validation (%d questions): accuracy per tag %s -> tag %d", len(questions),
@@ -223,9 +256,11 @@ def validation_tag(cfg: Config, sampler: Sampler, tokenizer, layout: PromptLayou
 
 
 def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train_file: Path | None = None,
-             val_file: Path | None = None) -> dict:
+             val_file: Path | None = None, prefix_forced: bool = False) -> dict:
     """Evaluate one trained model on the held-out split; write ``out_dir`` atomically; return metrics.
-    ``train_file``: the training traces (imported/generated data: what the teacher classifier learns from)."""
+    ``train_file``: the training traces (imported/generated data: what the teacher classifier learns from).
+    ``prefix_forced``: an untagged model sampled with each strategy's opening forced (:meth:`Prompts.forced`);
+    its "tags" are the M strategies."""
     t0 = time.monotonic()
     sampler, tokenizer, meta = open_sampler(cfg, model_dir)
     layout = PromptLayout.from_meta(meta)
@@ -235,15 +270,20 @@ def evaluate(cfg: Config, model_dir: Path, eval_file: Path, out_dir: Path, train
     _check_held_out(cfg, questions, eval_file, train_file, train)
     judge = judge_for(cfg, train_file, train)
     method = methods.get(meta["method"])
-    tags = method.eval_tags(n)
+    if prefix_forced and method.tagged:
+        raise UserError(f"eval.prefix_forced: {meta['method']} is a tagged method (its tags choose the mode); "
+                        "force the openings of untagged ones only, e.g. [sft]")
+    prompts = Prompts.forced(cfg, tokenizer, layout) if prefix_forced else Prompts.tagged(tokenizer, layout,
+                                                                                           method.eval_tags(n))
+    n = n if not prefix_forced else len(prompts.tags)
     # One seed per evaluation, given to its first set: every later set continues the sampler's random stream.
-    greedy = _generations(cfg, sampler, tokenizer, layout, questions, tags, None, judge, seed=cfg.seed)
-    sampled = _generations(cfg, sampler, tokenizer, layout, questions, tags, cfg.eval.temperature, judge)
-    sweep = {t: _generations(cfg, sampler, tokenizer, layout, questions, tags, t, judge)
+    greedy = _generations(cfg, sampler, prompts, questions, None, judge, seed=cfg.seed)
+    sampled = _generations(cfg, sampler, prompts, questions, cfg.eval.temperature, judge)
+    sweep = {t: _generations(cfg, sampler, prompts, questions, t, judge)
              for t in cfg.eval.temperatures if t != cfg.eval.temperature}
     stats = train_stats(model_dir)
     best = best_tag(stats) if method.tagged else None
-    chosen, val_acc = validation_tag(cfg, sampler, tokenizer, layout, val_file, tags, judge)
+    chosen, val_acc = validation_tag(cfg, sampler, prompts, val_file, judge)
     # Last, so the sets above draw exactly what they drew before tag-free inference existed.
     rng = np.random.default_rng([cfg.seed, 1])  # the sampled tags' own stream
     self_sets = {mode: _self_tagged(cfg, sampler, tokenizer, layout, questions, mode, judge, rng)

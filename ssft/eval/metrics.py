@@ -59,20 +59,22 @@ def fair_split(k: int, n_tags: int) -> list[int]:
     return [base + 1] * extra + [base] * (n_tags - extra)
 
 
+def top_answers(answers: Sequence[str | None]) -> list[str]:
+    """The answers with the most votes (several on a tie at the top, none without a valid answer); None answers
+    do not vote."""
+    counts = Counter(a for a in answers if a is not None)
+    top = max(counts.values(), default=0)
+    return [a for a, n in counts.items() if n == top]
+
+
 def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, bool]:
-    """Return (winner, tie). None answers do not vote.
+    """Return (winner, tie).
 
     A tie at the top gives (None, True): breaking it by position would silently favour tag 1.
     With no valid answer at all there is nothing to vote on: (None, False).
     """
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None, False
-    top = max(counts.values())
-    winners = [a for a, n in counts.items() if n == top]
-    if len(winners) > 1:
-        return None, True
-    return winners[0], False
+    winners = top_answers(answers)
+    return (winners[0], False) if len(winners) == 1 else (None, len(winners) > 1)
 
 
 def interleave(gens_by_tag: Mapping[int, Sequence[Generation]]) -> list[Generation]:
@@ -158,21 +160,17 @@ def split_vote(answers: Sequence[str | None], correct_answers: set[str]) -> floa
     """The chance that the majority answer is correct when a tie at the top is broken uniformly at random: the
     share of the top answers that are correct (0 with no valid answer). Counting ties as misses favours a model
     whose samples tie less often; this is the rule without that bias."""
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return 0.0
-    top = max(counts.values())
-    winners = [a for a, n in counts.items() if n == top]
-    return sum(a in correct_answers for a in winners) / len(winners)
+    winners = top_answers(answers)
+    return sum(a in correct_answers for a in winners) / len(winners) if winners else 0.0
 
 
 def _consensus(chunks: Sequence[Sequence[Generation]], correct_answers: set[str]) -> tuple[float, float, float]:
     """(share of chunks whose majority answer is correct, share of chunks that tied, the first with ties broken
     at random, in expectation)."""
-    votes = [majority_vote([g.answer for g in c]) for c in chunks]
-    split = [split_vote([g.answer for g in c], correct_answers) for c in chunks]
+    answers = [[g.answer for g in c] for c in chunks]
+    votes = [majority_vote(a) for a in answers]
     return (_mean([w is not None and w in correct_answers for w, _ in votes]), _mean([t for _, t in votes]),
-            _mean(split))
+            _mean([split_vote(a, correct_answers) for a in answers]))
 
 
 def _purity(gens: Sequence[Generation]) -> float:

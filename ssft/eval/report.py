@@ -183,8 +183,10 @@ def write_report(results_dir: Path, methods: Sequence[str] | Mapping[str, str]) 
 
 def columns(cfg: Config) -> dict[str, str]:
     """The report's columns and where their results are: each trained method (``results/<method>``), then each
-    RL-trained one (``results/gfpo/<method>``, labelled ssft+gfpo or sft+grpo)."""
+    RL-trained one (``results/gfpo/<method>``, labelled ssft+gfpo or sft+grpo), then each prefix-forced one
+    (``results/forced/<method>``, labelled sft+forced)."""
     out = {m: m for m in cfg.train.methods}
+    out |= {f"{m}+forced": f"forced/{m}" for m in cfg.eval.prefix_forced}
     for m in cfg.gfpo.methods:
         out[methods.rl_label(m, methods.rl_scope(cfg.gfpo.scope, methods.get(m)))] = f"gfpo/{m}"
     return out

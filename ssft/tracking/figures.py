@@ -177,11 +177,15 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
 STUDY_METRICS = ("pass@1", "pass@1_val_tag", "cons@N", "pass@N", "purity", "nmi")
 
 
-def study_figures(agg: dict[str, dict[str, dict[str, tuple]]], n_tags: dict[str, int]) -> dict[str, Any]:
+def study_figures(agg: dict[str, dict[str, dict[str, tuple]]], n_tags: dict[str, int],
+                  curves: dict[str, dict[str, dict[str, list[tuple]]]] | None = None) -> dict[str, Any]:
     """The study's figures from its aggregate (setting -> method -> metric -> (mean, std, n)): key metrics per
     setting; pass@k and cons@k against k where a setting sampled past N; accuracy against diversity where it
-    swept the temperature."""
+    swept the temperature; the learning curves (setting -> method -> metric -> [(step, mean, std, n)]) where
+    it kept them."""
     figs = {"metrics_by_setting": _metrics_by_setting(agg)}
+    if curves:
+        figs["learning_curves"] = _learning_curves(curves)
     deep = [s for s in agg if any(len(at_k(ms, "pass", n_tags.get(s, 1))) >= 3 for ms in agg[s].values())]
     if deep:
         figs["pass_cons_vs_k"] = _study_at_k(agg, deep, n_tags)
@@ -281,4 +285,36 @@ def tag_distribution_figure(stats: dict) -> Any:
     ax.set_title(f"{stats['method']}: the tag the model picks ({stats['scope']})")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+CURVE_METRICS = ("cons@N", "pass@1_val_tag", "coverage")
+
+
+def _learning_curves(curves: dict[str, dict[str, dict[str, list[tuple]]]]) -> Any:
+    """A row per setting, a panel per metric: each method's mean over seeds against the training step, the band
+    one standard deviation (a curve still rising at the last step is a budget, not a verdict)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(curves), len(CURVE_METRICS), figsize=(4 * len(CURVE_METRICS), 2.8 * len(curves)),
+                             squeeze=False)
+    for row, (setting, methods) in zip(axes, curves.items()):
+        for ax, metric in zip(row, CURVE_METRICS):
+            for m, series in methods.items():
+                points = series.get(metric, [])
+                if not points:
+                    continue
+                steps, means, stds = ([p[i] for p in points] for i in range(3))
+                ax.plot(steps, means, marker=".", label=m)
+                ax.fill_between(steps, [a - b for a, b in zip(means, stds)], [a + b for a, b in zip(means, stds)],
+                                alpha=0.2)
+            ax.set_title(f"{setting}: {metric}", fontsize=9)
+            ax.set_xlabel("training step", fontsize=8)
+            ax.set_ylim(0, 1.05 if metric != "coverage" else None)
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
     return fig

@@ -34,7 +34,10 @@ class NullTracker:
     def rl_run(self, method: str, base_model_dir: Path) -> Iterator[NullRLRun]:
         yield NullRLRun()
 
-    def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
+    def log_curve(self, method: str, model_dir: Path, rows: list[dict]) -> None:
+        pass
+
+    def log_eval(self, method: str, model_dir: Path, results_dir: Path, prefix_forced: bool = False) -> None:
         pass
 
     def log_comparison(self, methods: list[str], models_dir: Path, plots: list[Path]) -> None:

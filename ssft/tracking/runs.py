@@ -371,23 +371,35 @@ class Tracker:
             yield run.info.run_id
 
     # -- evaluation -------------------------------------------------------------------------
-    def log_eval(self, method: str, model_dir: Path, results_dir: Path) -> None:
+    def log_curve(self, method: str, model_dir: Path, rows: list[dict]) -> None:
+        """The learning curve (``ssft evaluate --curve``) onto the model's training run: ``curve/<metric>`` of
+        the compared metrics at the training step of each snapshot, a line beside ``train/loss``."""
+        rid = self.attach(method, model_dir)
+        self.client.log_batch(rid, metrics=[
+            mlflow.entities.Metric(f"curve/{metric_name(k)}", float(r[k]), now_ms(), int(r["step"]))
+            for r in rows for k in COMPARED if isinstance(r.get(k), (int, float))])
+
+    def log_eval(self, method: str, model_dir: Path, results_dir: Path, prefix_forced: bool = False) -> None:
         """Every metric of metrics.json, figures and tables into a child run ``evaluate`` of the model's run; the
         report's compared rows (``COMPARED``) and the figures also onto the model's run itself (without reopening
         it), so the runs view and Compare put the methods side by side: its figures at the top of its artifacts
-        (``eval_<figure>.png``), where Compare's Artifacts tab finds the files the runs have in common."""
+        (``eval_<figure>.png``), where Compare's Artifacts tab finds the files the runs have in common.
+        ``prefix_forced``: the same model decoded with forced openings, a child ``evaluate-prefix-forced`` only
+        (the model's own metrics stay those of its plain decoding)."""
         rid = self.attach(method, model_dir)
         metrics = json.loads((Path(results_dir) / METRICS_FILE).read_text())
         details = [json.loads(line) for line in (Path(results_dir) / DETAILS_FILE).read_text().splitlines()]
         batch = [mlflow.entities.Metric(f"eval/{metric_name(k)}", float(v), now_ms(), 0) for k, v in metrics.items()]
         figures = eval_figures(metrics, details, self.cfg.ssft.num_tags)
-        with self.child_run(rid, "evaluate") as child:
+        with self.child_run(rid, "evaluate-prefix-forced" if prefix_forced else "evaluate") as child:
             self.client.log_batch(child, metrics=batch)
             compared = {f"eval/{metric_name(k)}" for k in COMPARED}
-            self.client.log_batch(rid, metrics=[m for m in batch if m.key in compared])
+            if not prefix_forced:
+                self.client.log_batch(rid, metrics=[m for m in batch if m.key in compared])
             for name, fig in figures.items():
                 self.client.log_figure(child, fig, f"eval/{name}.png")
-                self.client.log_figure(rid, fig, f"eval_{name}.png")
+                if not prefix_forced:
+                    self.client.log_figure(rid, fig, f"eval_{name}.png")
             self.client.log_dict(child, metrics, "eval/metrics.json")
             self.client.log_table(child, tag_mode_table(details), "eval/tag_mode_counts.json")
             self.client.log_artifact(child, str(Path(results_dir) / DETAILS_FILE), "eval")

@@ -103,6 +103,7 @@ def rl_label(name: str, scope: str) -> str:
 
 METHODS: dict[str, Method] = {m.name: m for m in (SSFT(), SFT(), Random(), Fixed())}
 NAMES = tuple(METHODS)
+UNTAGGED = tuple(n for n, m in METHODS.items() if not m.tagged)  # one shared tag: what prefix forcing may steer
 
 
 def get(name: str) -> Method:

@@ -49,7 +49,7 @@ from ssft.data import traces
 from ssft.data.tasks import get_task
 from ssft.data.traces import QuestionTraces
 from ssft.errors import UserError
-from ssft.train import adapters, methods, models, precision
+from ssft.train import adapters, methods, models, precision, snapshots
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
 from ssft.train.loss import Targets, nll_sum
 from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, score, score_batch
@@ -676,6 +676,9 @@ def preflight(cfg: Config, cuda: bool) -> None:
                         "use DDP (torchrun) for LoRA, or model.lora_rank: 0 with FSDP")
     if cfg.train.loss_kernel == "liger" and not (cuda and importlib.util.find_spec("liger_kernel")):
         problems.append("train.loss_kernel=liger needs CUDA and liger-kernel (pip install '.[gpu]'); use auto or torch")
+    if cfg.eval.every_steps and (m.lora_rank or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")):
+        problems.append("eval.every_steps (learning-curve snapshots) needs whole weights: not with model.lora_rank "
+                        "> 0 or FSDP; set eval.every_steps: 0 there")
     if m.attn_implementation == "flash_attention_2" and not (cuda and importlib.util.find_spec("flash_attn")):
         problems.append("model.attn_implementation=flash_attention_2 needs CUDA and the flash-attn package; "
                         "use sdpa")
@@ -711,6 +714,8 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
              sum(len(ex.completions) for ex in examples), sum(p.numel() for p in model.parameters()) / 1e6)
     if cfg.model.lora_rank:
         model = adapters.add_lora(model, cfg.model, tag_ids(tokenizer, layout.all_tags))
+    if cfg.eval.every_steps:
+        callbacks = [*callbacks, snapshots.SnapshotCallback(cfg.eval.every_steps, ckpt_dir)]
     model, state_dict, stats = train(cfg, method, model, tokenizer, examples, ckpt_dir, callbacks)
     stats["context"] = context
     if is_main_process():
@@ -723,6 +728,7 @@ def run_stage(cfg: Config, method_name: str, train_file: Path, out: Path, ckpt_d
         models.save(adapters.merged(model), tokenizer, out, meta, dtype=cfg.model.save_dtype, layout=layout,
                     extra={models.STATS_FILE: json.dumps(kept, indent=1, default=str)}, state_dict=state_dict)
         atomic.write_text(ckpt_dir / TIMING_FILE, json.dumps(timing, indent=1))
+        snapshots.complete(ckpt_dir, out)
     if distributed():
         torch.distributed.barrier()  # rank 0 has saved; an untidy exit can abort a rank (trainer.md pitfall 6)
         torch.distributed.destroy_process_group()

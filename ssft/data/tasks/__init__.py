@@ -6,9 +6,10 @@ from typing import Any
 from ssft.data.tasks.add4 import Add4
 from ssft.data.tasks.base import Problem, Task, extract_answer
 from ssft.data.tasks.mult import Mult
+from ssft.data.tasks.pathstar import PathStar
 from ssft.errors import UserError
 
-TASKS: dict[str, type[Task]] = {"add4": Add4, "mult": Mult}
+TASKS: dict[str, type[Task]] = {"add4": Add4, "mult": Mult, "pathstar": PathStar}
 
 
 def get_task(name: str, **options: Any) -> Task:

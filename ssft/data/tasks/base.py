@@ -100,6 +100,19 @@ class Task(ABC):
         reordering of an evaluation question (whose sorted-order trace is the same text) never trains."""
         return f"{self.name}:" + ",".join(map(str, sorted(operands)))
 
+    def parse(self, question_id: str, question: str, answer: str) -> Problem:
+        """The Problem of a trace-file row (its question text holds the operands: here its integers)."""
+        return problem_from(question_id, question, answer)
+
+    def opening(self, problem: Problem, strategy: str) -> str:
+        """What ``strategy``'s trace opens with before anything is worked out: the text prefix-forced decoding
+        writes for the model (the shared prefix and the strategy's marker). Unmarked, these tasks' strategies
+        share their first tokens (l2r and pair both start a+b), so there is nothing to force."""
+        if not self.marked:
+            raise UserError(f"task {self.name!r} unmarked: its strategies have no opening of their own to force; "
+                            "set task.marked: true or leave eval.prefix_forced empty")
+        return self.shared_prefix(problem.operands) + self.markers[self.strategies.index(strategy)]
+
     def problem(self, operands: tuple[int, ...]) -> Problem:
         qid = f"{self.name}-" + "-".join(map(str, operands))
         return Problem(qid, self.question_text(operands), str(self.solve(operands)), operands)
