@@ -487,7 +487,20 @@ def _curve_lines(paths: list[Path]) -> list[str]:
     for i, step in enumerate(steps):
         cells = [_fmt(curves[m]["cons@N"][i][1:]) if i < len(curves[m].get("cons@N", [])) else "–" for m in methods]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    return lines
+    return lines + ["", *(f"- {m}: {still_rising(curves[m].get('cons@N', []))}" for m in methods)]
+
+
+def still_rising(points: list[tuple], tolerance: float = 0.02) -> str:
+    """What the end of a curve says about the budget: cons@N still rising over its last interval by more than
+    ``tolerance`` and the seeds' spread, or flat there. (Snapshots along one schedule are not runs stopped at
+    each budget: the learning rate is still high mid-way, so an early point understates a shorter run.)"""
+    if len(points) < 2:
+        return "one point: no curve"
+    (s0, m0, sd0, _), (s1, m1, sd1, _) = points[-2], points[-1]
+    span = f"({m0:.3f} → {m1:.3f} from step {s0} to {s1})"
+    if m1 - m0 > max(tolerance, sd0, sd1):
+        return f"still rising at the last step {span}: not converged at this budget"
+    return f"flat at the end {span}: converged at this budget, as far as cons@N goes"
 
 
 def report_columns_from(cell: Path) -> dict[str, str]:

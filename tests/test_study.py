@@ -93,7 +93,7 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
 
 def test_the_shipped_studies_load() -> None:
     cpu = study.cells(study.load(ROOT / "studies" / "cpu.yaml"))
-    assert len(cpu) == 37
+    assert len(cpu) == 40
     assert [c.seed for c in cpu if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
     assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2, 3, 4]  # the main settings: 5
     assert [c.seed for c in cpu if c.setting.name == "pathstar"] == [0, 1, 2]  # the study's
@@ -124,7 +124,10 @@ def test_learning_curves_average_seeds_at_the_steps_they_share(tmp_path: Path) -
     assert [p[:2] for p in curves["ssft"]["cons@N"]] == [(250, pytest.approx(0.3)), (500, pytest.approx(0.5))]
     assert curves["ssft"]["coverage"][1][1:] == (pytest.approx(1.0), pytest.approx(0.2828427), 2)
     lines = study._curve_lines([tmp_path / "seed0", tmp_path / "seed1"])
-    assert "| 250 | 0.300 ± 0.141 |" in lines and "| 500 | 0.500 ± 0.141 |" in lines and len(lines) == 7
+    assert "| 250 | 0.300 ± 0.141 |" in lines and "| 500 | 0.500 ± 0.141 |" in lines and len(lines) == 9
+    assert lines[-1].startswith("- ssft: still rising at the last step (0.300 → 0.500"), lines[-1]
+    assert study.still_rising([(1, 0.5, 0.01, 2), (2, 0.51, 0.01, 2)]).startswith("flat at the end")
+    assert study.still_rising([(1, 0.5, 0.2, 2), (2, 0.6, 0.2, 2)]).startswith("flat"), "within the seeds' spread"
 
 
 def _details(path: Path, correct_by_q: dict[str, list[bool]]) -> None:
