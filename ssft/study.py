@@ -456,26 +456,31 @@ def _rl_lines(paths: list[Path], table: dict[str, dict[str, tuple]]) -> list[str
 
 
 # -- learning curves (eval.every_steps) ----------------------------------------------------------------
-def curve_spread(paths: list[Path]) -> dict[str, dict[str, list[tuple]]]:
-    """method -> metric -> [(step, mean, std, seeds)] over the cells' curves (``results/curves``), at the steps
-    every seed evaluated."""
+def curve_runs(paths: list[Path]) -> dict[str, list[dict[int, dict]]]:
+    """method -> per seed (cell), step -> that step's metrics (``results/curves``)."""
     from ssft.eval.curves import CURVES_DIR, read
 
-    by_method: dict[str, list[list[dict]]] = {}
+    out: dict[str, list[dict[int, dict]]] = {}
     for d in paths:
         for f in sorted((d / "results" / CURVES_DIR).glob("*.jsonl")):
-            by_method.setdefault(f.stem, []).append(read(f))
+            out.setdefault(f.stem, []).append({r["step"]: r for r in read(f)})
+    return out
+
+
+def curve_spread(paths: list[Path]) -> dict[str, dict[str, list[tuple]]]:
+    """method -> metric -> [(step, mean, std, seeds)] over the cells' curves, at the steps every seed evaluated."""
     out: dict[str, dict[str, list[tuple]]] = {}
-    for m, runs in by_method.items():
-        steps = sorted(set.intersection(*({r["step"] for r in run} for run in runs)))
-        at = [{r["step"]: r for r in run} for run in runs]
-        keys = [k for k in runs[0][0] if k != "step" and all(k in a[s] for a in at for s in steps)]
+    for m, at in curve_runs(paths).items():
+        steps = sorted(set.intersection(*(set(a) for a in at)))
+        first = at[0][steps[0]] if steps else {}
+        keys = [k for k in first if k != "step" and all(k in a[s] for a in at for s in steps)]
         out[m] = {k: [(s, *spread(a[s][k] for a in at)) for s in steps] for k in keys}
     return out
 
 
 def _curve_lines(paths: list[Path]) -> list[str]:
-    """The learning curves as a table: cons@N per method at each evaluated step (mean ± sd over seeds)."""
+    """The learning curves as a table: cons@N per method at each evaluated step (mean ± sd over seeds), and what
+    each curve's last interval says about the budget."""
     curves = curve_spread(paths)
     if not curves:
         return []
@@ -487,20 +492,31 @@ def _curve_lines(paths: list[Path]) -> list[str]:
     for i, step in enumerate(steps):
         cells = [_fmt(curves[m]["cons@N"][i][1:]) if i < len(curves[m].get("cons@N", [])) else "–" for m in methods]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    return lines + ["", *(f"- {m}: {still_rising(curves[m].get('cons@N', []))}" for m in methods)]
+    runs = curve_runs(paths)
+    return lines + ["", *(f"- {m}: {still_rising(last_gains(runs[m]), steps[-2:])}" for m in methods
+                          if len(steps) >= 2)]
 
 
-def still_rising(points: list[tuple], tolerance: float = 0.02) -> str:
-    """What the end of a curve says about the budget: cons@N still rising over its last interval by more than
-    ``tolerance`` and the seeds' spread, or flat there. (Snapshots along one schedule are not runs stopped at
-    each budget: the learning rate is still high mid-way, so an early point understates a shorter run.)"""
-    if len(points) < 2:
+def last_gains(at: list[dict[int, dict]], metric: str = "cons@N") -> list[float]:
+    """Each seed's change of ``metric`` over the last interval of the steps all seeds share."""
+    steps = sorted(set.intersection(*(set(a) for a in at)))
+    return [a[steps[-1]][metric] - a[steps[-2]][metric] for a in at] if len(steps) >= 2 else []
+
+
+def still_rising(gains: list[float], steps: Sequence[int], tolerance: float = 0.02) -> str:
+    """What the end of a curve says about the budget, from each seed's gain over the last interval: still rising
+    when the mean gain passes ``tolerance`` and every seed rose, flat when the mean gain is within it, else
+    unclear. (Snapshots along one schedule are not runs stopped at each budget: the learning rate is still high
+    mid-way, so an early point understates a shorter run.)"""
+    if not gains:
         return "one point: no curve"
-    (s0, m0, sd0, _), (s1, m1, sd1, _) = points[-2], points[-1]
-    span = f"({m0:.3f} → {m1:.3f} from step {s0} to {s1})"
-    if m1 - m0 > max(tolerance, sd0, sd1):
+    mean = sum(gains) / len(gains)
+    span = f"({mean:+.3f} from step {steps[0]} to {steps[1]}; per seed {', '.join(f'{g:+.3f}' for g in gains)})"
+    if mean > tolerance and all(g > 0 for g in gains):
         return f"still rising at the last step {span}: not converged at this budget"
-    return f"flat at the end {span}: converged at this budget, as far as cons@N goes"
+    if abs(mean) <= tolerance:
+        return f"flat at the end {span}: converged at this budget, as far as cons@N goes"
+    return f"unclear at the end {span}: the seeds disagree"
 
 
 def report_columns_from(cell: Path) -> dict[str, str]:
