@@ -42,6 +42,7 @@ def test_snapshots_hold_the_weights_of_their_step_and_are_model_directories(trai
     assert any((w4[k] != w8[k]).any() for k in w4) and any((w8[k] != final[k]).any() for k in w8)
     for _, d in found:  # tokenizer and tags beside the weights: evaluation loads it like the saved model
         assert {"tags.json", "tokenizer.json", "model.safetensors"} <= {p.name for p in d.iterdir()}
+        assert not (d / "train_stats.json").exists(), "the whole run's statistics (Eq. 4's best tag) leak into it"
 
 
 def test_the_curve_evaluates_the_model_of_each_step_it_names(trained: tuple) -> None:

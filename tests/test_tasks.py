@@ -5,6 +5,7 @@ import pytest
 from ssft.data.sources import synthetic
 from ssft.data.tasks import TASKS, extract_answer, get_task
 from ssft.data.tasks.base import problem_from
+from ssft.data.tasks.pathstar import PathStar
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -157,6 +158,22 @@ def test_pathstar_split_holds_out_every_relabelling() -> None:
                           for r in rows}
     assert not canon(s["train"]) & (canon(s["eval"]) | canon(s["val"]))
     assert len({r["question"] for r in s["train"]}) == 2000
+
+
+def test_pathstar_listed_edges_are_the_papers_format() -> None:
+    """edges: listed (their gen_math_graph.py): the goal's arm first, each arm from the start outwards; the same
+    draws as shuffled otherwise, so the same stars (canonical forms) in another listing; a bad value names it."""
+    listed, shuffled = get_task("pathstar", arm_length=3, edges="listed"), get_task("pathstar", arm_length=3)
+    for p in listed.problems(30, seed=4):
+        edges = PathStar._edges(p.operands)
+        path = [(c, par) for c, par, _ in listed._path(p.operands)]
+        assert [(c, par) for c, par, _ in edges[:3]] == path, p.question  # the goal's arm, in walking order
+        assert edges[3][1] == p.operands[0], "the other arm also starts at the start"
+        assert [listed.classify(p, listed.render(p, s)) for s in listed.strategies] == ["forward", "reverse"]
+    assert [listed.canonical(p.operands) for p in listed.problems(30, seed=4)] == [
+        shuffled.canonical(p.operands) for p in shuffled.problems(30, seed=4)]
+    with pytest.raises(ValueError, match="task.options.edges='sorted'"):
+        get_task("pathstar", edges="sorted")
 
 
 def test_pathstar_openings_are_what_prefix_forcing_writes() -> None:

@@ -1,6 +1,7 @@
 """Model snapshots along training, for learning curves (``eval.every_steps``): every k steps the weights are
 saved to ``<checkpoints>/<method>/steps/step-<k>``; when training ends each snapshot gets the final model
-directory's tokenizer and ``tags.json``, so it is a model directory like any other (``ssft evaluate --curve``
+directory's tokenizer and ``tags.json`` (not its ``train_stats.json``: Eq. 4's best tag from the whole run
+would leak the future into a mid-way point), so it is a model directory like any other (``ssft evaluate --curve``
 evaluates each one). The Trainer's own checkpoints cannot serve: it keeps only the last two, each with its
 optimizer state (three times the weights).
 
@@ -17,11 +18,14 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ssft.atomic import replace_dir, temp_path
+from ssft.train.models import STATS_FILE
 
 log = logging.getLogger(__name__)
 STEPS_DIR = "steps"
 PREFIX = "step-"
 WEIGHTS = ("*.safetensors", "config.json", "generation_config.json")  # what a snapshot writes itself
+# the finished run's statistics describe the whole run (Eq. 4's best tag, dead tags): a snapshot mid-way has none
+WHOLE_RUN = (STATS_FILE,)
 
 
 def root(ckpt_dir: Path) -> Path:
@@ -52,11 +56,11 @@ class SnapshotCallback(TrainerCallback):
 
 
 def complete(ckpt_dir: Path, model_dir: Path) -> int:
-    """Give every snapshot the finished model's other files (tokenizer, tags.json, statistics); returns how
-    many snapshots there are."""
+    """Give every snapshot the finished model's other files (tokenizer, tags.json; not the run's statistics);
+    returns how many snapshots there are."""
     snaps = listed(ckpt_dir)
     extras = [f for f in Path(model_dir).iterdir()
-              if f.is_file() and not any(f.match(pattern) for pattern in WEIGHTS)]
+              if f.is_file() and not any(f.match(pattern) for pattern in (*WEIGHTS, *WHOLE_RUN))]
     for _, snap in snaps:
         for f in extras:
             shutil.copy2(f, snap / f.name)

@@ -13,8 +13,13 @@ arithmetic slip); a walk that is no chain of the graph follows no strategy. Unma
 opens with its own token: the start's letter, or the goal's (what prefix-forced decoding forces).
 
 Letters are shuffled per question, so the same star relabelled, or its edges listed in another order, is the
-same question (:meth:`PathStar.canonical`). Operands encode the question exactly: the start's letter and
-value, the goal's letter, then (child, parent, constant) per listed edge, letters as 0..25.
+same question (:meth:`PathStar.canonical`). ``edges``: ``shuffled`` lists the edges in a random order (each
+node must be looked up by its letter: the 0.45M demo model does not learn it); ``listed`` is the paper's own
+format (their ``gen_math_graph.py``): the goal's arm first, every arm from the start outwards, so the forward
+walk reads the first arm in order and the difficulty left is the reverse substitution.
+
+Operands encode the question exactly: the start's letter and value, the goal's letter, then (child, parent,
+constant) per listed edge, letters as 0..25.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ QUESTION_RE = re.compile(r"^([a-z])=(\d+);([a-z]=[a-z]\+\d+(?:,[a-z]=[a-z]\+\d+)
 FORWARD_RE = re.compile(r"^([a-z])=\d+((?:,[a-z]=[a-z]\+\d+=\d+)*)$")
 REVERSE_RE = re.compile(r"^([a-z])((?:=[a-z]\+\d+)+)=\d+$")
 
+# how the question lists the edges: anywhere (the model must look each node up by its letter), or as the
+# paper's generator does (gen_math_graph.py: the target's arm first, each arm in chain order, letters shuffled)
+EDGE_ORDERS = ("shuffled", "listed")
 Edge = tuple[int, int, int]  # (child, parent, constant), letters as indices into LETTERS
 
 
@@ -40,14 +48,16 @@ class PathStar(Task):
     markers = ("F", "B")
 
     def __init__(self, marked: bool = False, arms: int = 2, arm_length: int = 3, max_constant: int = 9,
-                 fork_depth: int = 0) -> None:
+                 fork_depth: int = 0, edges: str = "shuffled") -> None:
         super().__init__(marked, fork_depth)
+        if edges not in EDGE_ORDERS:
+            raise UserError(f"task.options.edges={edges!r}: use one of {', '.join(EDGE_ORDERS)}")
         if arms < 2 or arm_length < 1 or 1 + arms * arm_length > len(LETTERS):
             raise UserError(f"task.options: arms={arms}, arm_length={arm_length}: use arms >= 2, arm_length >= 1 "
                             f"and at most {len(LETTERS) - 1} nodes besides the start (one letter each)")
         if not 1 <= max_constant <= 99:
             raise UserError(f"task.options.max_constant={max_constant}: use 1..99")
-        self.arms, self.arm_length, self.max_constant = arms, arm_length, max_constant
+        self.arms, self.arm_length, self.max_constant, self.edges = arms, arm_length, max_constant, edges
 
     # -- the graph behind the operands ---------------------------------------------------------
     @staticmethod
@@ -87,8 +97,13 @@ class PathStar(Task):
         for a in range(self.arms):
             chain = [start, *rest[a * self.arm_length:(a + 1) * self.arm_length]]
             edges += [(chain[i + 1], chain[i], rng.randint(1, self.max_constant)) for i in range(self.arm_length)]
-        goal = rest[rng.randrange(self.arms) * self.arm_length + self.arm_length - 1]
-        rng.shuffle(edges)
+        arm = rng.randrange(self.arms)
+        goal = rest[arm * self.arm_length + self.arm_length - 1]
+        n = self.arm_length  # listed: the goal's arm first, each arm from the start outwards (the paper's order)
+        listed = edges[arm * n:(arm + 1) * n] + edges[:arm * n] + edges[(arm + 1) * n:]
+        rng.shuffle(edges)  # drawn either way: the same seed gives the same stars in both listings
+        if self.edges == "listed":
+            edges = listed
         return (start, rng.randint(1, self.max_constant), goal, *(x for e in edges for x in e))
 
     def question_text(self, operands: tuple[int, ...]) -> str:
