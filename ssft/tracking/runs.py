@@ -169,6 +169,23 @@ def redact_urls(text: str) -> str:
     return URL.sub(lambda m: redact(m.group()), text)
 
 
+@contextmanager
+def first_use(uri: str) -> Iterator[None]:
+    """One process at a time through a local SQLite store's first use: two stages that open a new store at once
+    (the flow's train stages side by side) both ran MLflow's schema migrations, and one died with alembic's
+    "table _alembic_tmp_... already exists". A server-backed store migrates once, on the server."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f".{db.name}.init.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def probe(uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, with one line, when an MLflow server is not answering: its client would otherwise
     retry for minutes before the stage does any work."""
@@ -219,8 +236,9 @@ class Tracker:
         uri = tracking_uri(cfg, self.root)
         probe(uri)
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient()
-        self.experiment_id = self._experiment()
+        with first_use(uri):
+            self.client = MlflowClient()
+            self.experiment_id = self._experiment()
 
     def _experiment(self) -> str:
         eid = self._experiment_id()
