@@ -373,6 +373,7 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
         n_tags[setting.name] = _num_tags(paths[setting.name])
         diffs[setting.name] = {b: d for b in methods if b != "ssft" and "ssft" in methods
                                if (d := paired(paths[setting.name], "ssft", b, n_tags[setting.name]))}
+    runs = {name: curve_runs(ps) for name, ps in paths.items()}  # the learning curves, read once per setting
     lines += _glance_lines(study, agg, diffs)
     for setting in study.settings:
         table = agg.get(setting.name, {})
@@ -388,12 +389,12 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
             lines += [f"- {k}: {d}: {d.reading()}" for k, d in diff.items()]
         lines += _rl_lines(paths[setting.name], table)
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
-        lines += _dynamics_lines(paths[setting.name]) + _curve_lines(paths[setting.name])
+        lines += _dynamics_lines(paths[setting.name]) + _curve_lines(runs[setting.name])
         lines.append("")
     try:
         from ssft.tracking.figures import save_figures, study_figures
 
-        curves = {name: c for name, ps in paths.items() if (c := curve_spread(ps))}
+        curves = {name: c for name, r in runs.items() if (c := curve_spread(r))}
         figures = save_figures(study_figures(agg, n_tags, curves), report.with_suffix(""))
     except ImportError:  # a GPU image without matplotlib: the tables still say everything
         log.warning("matplotlib is not installed: %s has no figures", report)
@@ -467,21 +468,27 @@ def curve_runs(paths: list[Path]) -> dict[str, list[dict[int, dict]]]:
     return out
 
 
-def curve_spread(paths: list[Path]) -> dict[str, dict[str, list[tuple]]]:
-    """method -> metric -> [(step, mean, std, seeds)] over the cells' curves, at the steps every seed evaluated."""
+def shared_steps(at: list[dict[int, dict]]) -> list[int]:
+    """The steps every seed's curve evaluated, in order."""
+    return sorted(set.intersection(*(set(a) for a in at))) if at else []
+
+
+def curve_spread(runs: dict[str, list[dict[int, dict]]]) -> dict[str, dict[str, list[tuple]]]:
+    """method -> metric -> [(step, mean, std, seeds)] over the seeds' curves (:func:`curve_runs`), at the steps
+    every seed evaluated."""
     out: dict[str, dict[str, list[tuple]]] = {}
-    for m, at in curve_runs(paths).items():
-        steps = sorted(set.intersection(*(set(a) for a in at)))
+    for m, at in runs.items():
+        steps = shared_steps(at)
         first = at[0][steps[0]] if steps else {}
         keys = [k for k in first if k != "step" and all(k in a[s] for a in at for s in steps)]
         out[m] = {k: [(s, *spread(a[s][k] for a in at)) for s in steps] for k in keys}
     return out
 
 
-def _curve_lines(paths: list[Path]) -> list[str]:
+def _curve_lines(runs: dict[str, list[dict[int, dict]]]) -> list[str]:
     """The learning curves as a table: cons@N per method at each evaluated step (mean ± sd over seeds), and what
     each curve's last interval says about the budget."""
-    curves = curve_spread(paths)
+    curves = curve_spread(runs)
     if not curves:
         return []
     methods = list(curves)
@@ -492,14 +499,13 @@ def _curve_lines(paths: list[Path]) -> list[str]:
     for i, step in enumerate(steps):
         cells = [_fmt(curves[m]["cons@N"][i][1:]) if i < len(curves[m].get("cons@N", [])) else "–" for m in methods]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    runs = curve_runs(paths)
     return lines + ["", *(f"- {m}: {still_rising(last_gains(runs[m]), steps[-2:])}" for m in methods
                           if len(steps) >= 2)]
 
 
 def last_gains(at: list[dict[int, dict]], metric: str = "cons@N") -> list[float]:
     """Each seed's change of ``metric`` over the last interval of the steps all seeds share."""
-    steps = sorted(set.intersection(*(set(a) for a in at)))
+    steps = shared_steps(at)
     return [a[steps[-1]][metric] - a[steps[-2]][metric] for a in at] if len(steps) >= 2 else []
 
 

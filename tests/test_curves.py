@@ -54,11 +54,7 @@ def test_the_curve_evaluates_the_model_of_each_step_it_names(trained: tuple) -> 
                                  out, tmp / "data" / "train.parquet", tmp / "data" / "val.parquet")
     assert [r["step"] for r in rows] == [4, 8, 10] and curves.read(out) == json.loads(json.dumps(rows))
     assert rows[0]["n_questions"] == 6 and rows[0]["n_generations"] == 6 * 4
-    subset = tmp / "subset.parquet"
-    from ssft.data import traces
-
-    keep = [q.question_id for q in traces.load_questions(tmp / "data" / "eval.parquet")][:6]
-    traces.write([r for r in traces.read_rows(tmp / "data" / "eval.parquet") if r["question_id"] in keep], subset)
+    subset = curves.first_questions(tmp / "data" / "eval.parquet", 6, tmp / "subset.parquet")
     for row, (step, model) in zip(rows, curves.points(tmp / "models" / "ssft", tmp / "ck" / "ssft")):
         direct = evaluate(curves.cheap(cfg), model, subset, tmp / f"direct-{step}", tmp / "data" / "train.parquet",
                           tmp / "data" / "val.parquet")

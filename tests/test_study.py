@@ -120,10 +120,11 @@ def test_learning_curves_average_seeds_at_the_steps_they_share(tmp_path: Path) -
         f = tmp_path / f"seed{seed}" / "results" / "curves" / "ssft.jsonl"
         f.parent.mkdir(parents=True)
         f.write_text("".join(json.dumps({"step": s, "cons@N": c, "coverage": 2 * c}) + "\n" for s, c in points))
-    curves = study.curve_spread([tmp_path / "seed0", tmp_path / "seed1"])
+    runs = study.curve_runs([tmp_path / "seed0", tmp_path / "seed1"])
+    curves = study.curve_spread(runs)
     assert [p[:2] for p in curves["ssft"]["cons@N"]] == [(250, pytest.approx(0.3)), (500, pytest.approx(0.5))]
     assert curves["ssft"]["coverage"][1][1:] == (pytest.approx(1.0), pytest.approx(0.2828427), 2)
-    lines = study._curve_lines([tmp_path / "seed0", tmp_path / "seed1"])
+    lines = study._curve_lines(runs)
     assert "| 250 | 0.300 ± 0.141 |" in lines and "| 500 | 0.500 ± 0.141 |" in lines and len(lines) == 9
     assert lines[-1] == "- ssft: still rising at the last step (+0.200 from step 250 to 500; per seed +0.200, " \
         "+0.200): not converged at this budget", lines[-1]

@@ -136,8 +136,8 @@ def validate(rows: list[dict], path: Path | str, num_tags: int, checker: Checker
         shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
         raise TraceDataError(f"{len(errors)} problem(s) in the trace data:\n  - " + "\n  - ".join(shown))
     # what the selection adds: traces left out by it, or wrong answers it kept (absent under the default)
-    keys = ("kept", "empty", "wrong_answer", "lone") + {"all": ("wrong_kept",), "random_k": ("unselected",),
-                                                        "diverse": ("unselected",)}.get(select, ())
+    keys = ("kept", "empty", "wrong_answer", "lone") + (
+        ("unselected",) if select in selection.SUBSAMPLING else ("wrong_kept",) if select == "all" else ())
     per_source = {s: {key: c[key] for key in keys} for s, c in sorted(counts.items())}
     report = {"rows": len(rows), "questions": len(questions), "traces": sum(len(q.traces) for q in questions),
               "dropped_questions": dropped, "dropped_empty": sum(c["empty"] for c in per_source.values()),

@@ -48,16 +48,21 @@ def points(model_dir: Path, ckpt_dir: Path) -> list[tuple[int, Path]]:
     return found if any(step == last for step, _ in found) else [*found, (last, Path(model_dir))]
 
 
+def first_questions(eval_file: Path, n: int, out: Path) -> Path:
+    """The rows of the first ``n`` questions of ``eval_file`` (file order), written to ``out``: the cheap set."""
+    rows = traces.read_rows(eval_file)
+    wanted = set(list(dict.fromkeys(str(r["question_id"]) for r in rows))[:n])
+    traces.write([r for r in rows if str(r["question_id"]) in wanted], out)
+    return out
+
+
 def evaluate_curve(cfg: Config, model_dir: Path, ckpt_dir: Path, eval_file: Path, out_file: Path,
                    train_file: Path | None = None, val_file: Path | None = None) -> list[dict]:
     """Evaluate each point of the curve; write ``out_file`` (JSON lines ``{"step": k, <metrics>}``) atomically."""
     settings = cheap(cfg)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ssft-curve-") as tmp:
-        subset = Path(tmp) / "eval.parquet"
-        keep = [q.question_id for q in traces.load_questions(eval_file)][:cfg.eval.curve_questions]
-        wanted = set(keep)
-        traces.write([r for r in traces.read_rows(eval_file) if str(r["question_id"]) in wanted], subset)
+        subset = first_questions(eval_file, cfg.eval.curve_questions, Path(tmp) / "eval.parquet")
         for step, model in points(model_dir, ckpt_dir):
             result = evaluate(settings, model, subset, Path(tmp) / f"step-{step}", train_file, val_file)
             rows.append({"step": step, **result})

@@ -666,17 +666,18 @@ def preflight(cfg: Config, cuda: bool) -> None:
     import importlib.util
 
     m, problems = cfg.model, []
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
     if m.dtype == "float16" and not cuda:
         problems.append("model.dtype=float16 needs a CUDA GPU; use bfloat16 (mixed precision) or float32 on the CPU")
     if m.dtype == "float16" and m.pure_dtype:
         problems.append("model.pure_dtype with float16 trains without a loss scaler (gradients underflow); use "
                         "model.pure_dtype: false (float32 masters, fp16 autocast with scaling) or bfloat16")
-    if m.lora_rank and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+    if m.lora_rank and fsdp:
         problems.append("model.lora_rank > 0 with FSDP is not supported: the adapters would be saved unmerged; "
                         "use DDP (torchrun) for LoRA, or model.lora_rank: 0 with FSDP")
     if cfg.train.loss_kernel == "liger" and not (cuda and importlib.util.find_spec("liger_kernel")):
         problems.append("train.loss_kernel=liger needs CUDA and liger-kernel (pip install '.[gpu]'); use auto or torch")
-    if cfg.eval.every_steps and (m.lora_rank or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")):
+    if cfg.eval.every_steps and (m.lora_rank or fsdp):
         problems.append("eval.every_steps (learning-curve snapshots) needs whole weights: not with model.lora_rank "
                         "> 0 or FSDP; set eval.every_steps: 0 there")
     if m.attn_implementation == "flash_attention_2" and not (cuda and importlib.util.find_spec("flash_attn")):
