@@ -6,7 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-from ssft.tracking.runs import first_use
+import mlflow
+import pytest
+from conftest import TINY
+
+from ssft import config, env
+from ssft.tracking.runs import Tracker, first_use, tracking_uri
 
 
 def test_a_new_sqlite_store_is_opened_by_one_process_at_a_time(tmp_path: Path) -> None:
@@ -27,3 +32,16 @@ def test_a_new_sqlite_store_is_opened_by_one_process_at_a_time(tmp_path: Path) -
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with first_use("http://127.0.0.1:5000"):
         pass
+
+
+def test_a_tracker_does_not_send_the_stages_it_starts_to_its_own_store(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that opened workspace A's store (the flow's links at the end of a run, a study) then starts a
+    stage in workspace B: the stage logs to B's store. mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, so B's
+    stages logged to A's store (CI: the flow test found no experiment in its own store after an earlier test)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = config.from_dict(TINY)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert Tracker(cfg, a).experiment_id
+    assert mlflow.get_tracking_uri() == env.store_uri(a), "this process logs to A's store"
+    assert tracking_uri(cfg, b) == env.store_uri(b), "a stage in B logs to B's store"

@@ -186,6 +186,18 @@ def first_use(uri: str) -> Iterator[None]:
         yield
 
 
+def use_store(uri: str) -> None:
+    """This process logs to ``uri``; its child processes are not told. ``mlflow.set_tracking_uri`` also exports
+    MLFLOW_TRACKING_URI, which ``tracking_uri`` obeys: every stage a process started afterwards (the flow's next
+    run on another workspace, a test after a test) logged to the first store it had opened."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def probe(uri: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds, with one line, when an MLflow server is not answering: its client would otherwise
     retry for minutes before the stage does any work."""
@@ -235,7 +247,7 @@ class Tracker:
         self.cfg, self.root = cfg, Path(root).resolve()
         uri = tracking_uri(cfg, self.root)
         probe(uri)
-        mlflow.set_tracking_uri(uri)
+        use_store(uri)
         with first_use(uri):
             self.client = MlflowClient()
             self.experiment_id = self._experiment()
