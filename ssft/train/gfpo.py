@@ -40,6 +40,7 @@ from ssft.generation.sampler import Sample
 from ssft.train import methods, models, rollouts
 from ssft.train.forking import PromptLayout, prompt_ids, question_ids, tag_ids
 from ssft.train.loss import Targets
+from ssft.train.trainer import right_pad
 
 log = logging.getLogger(__name__)
 GFPO_FILE = "gfpo_stats.json"   # beside the weights: per-step history, the tag distribution before and after
@@ -138,12 +139,7 @@ def rollout_rows(batch: Batch, pad_id: int, starts: Sequence[int | None]
             rows.append(list(prompt) + list(s.token_ids))
             labels.append([-100] * start + rows[-1][start:])
             owner += [b * len(prompts) + k] * (len(rows[-1]) - start)
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for k, (r, lb) in enumerate(zip(rows, labels)):
-        ids[k, :len(r)], lab[k, :len(r)], mask[k, :len(r)] = torch.tensor(r), torch.tensor(lb), 1
+    ids, mask, lab = right_pad(rows, labels, pad_id)
     return ids, mask, Targets.from_labels(lab), torch.tensor(owner)
 
 
