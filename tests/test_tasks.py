@@ -127,12 +127,16 @@ def test_pathstar_traces_exactly() -> None:
     ("h=7,c=h+3=11,k=c+2=13#13", "forward", False),   # slips keep the structure
     ("h=7,m=h+1=8,q=m+4=12#12", "forward", True),     # the wrong arm is still a forward walk (here by luck right)
     ("h=7,m=h+1=8,q=m+4=12#11", "forward", False),
-    ("h=7,c=h+3=10,q=c+2=12#12", None, True),         # no chain of the graph: it jumps arms
+    ("h=7,h=h+3=10,h=h+2=12#12", "forward", True),    # letters miscopied (what the 0.45M model writes): a slip
+    ("h=7,c=h+3=10,q=c+2=12#12", "forward", True),    # jumps arms by name only: the same slip
     ("h=7,c=h+3=10#10", None, False),                 # stops halfway
+    ("h=7,c=h+3=10,k=c+2=12,q=k+1=13#13", None, False),  # walks past the goal
+    ("c=7,c=h+3=10,k=c+2=12#12", None, True),         # opens on another node than the start
     ("k=c+2=h+5=12#12", "reverse", True),
     ("k=c+2=h+6=13#13", "reverse", False),
-    ("k=m+2=h+5=12#12", None, True),                  # m is not k's parent
-    ("q=m+4=h+5=12#12", None, True),                  # written back from the other arm's end
+    ("k=m+2=h+5=12#12", "reverse", True),             # m is not k's parent: a letter miscopied
+    ("k=c+2=12#12", None, True),                      # stops halfway back
+    ("q=m+4=h+5=12#12", None, True),                  # written back from the other arm's end, not the goal
     ("k=c+2,h=7#12", None, True),
 ])
 def test_pathstar_classify_and_check(text: str, mode: str | None, correct: bool) -> None:

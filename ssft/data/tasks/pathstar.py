@@ -8,8 +8,9 @@ task of *Why Do Reasoning Models Lose Coverage?*, arXiv 2605.17026, whose graphs
 Every node but the start is its parent plus a constant; the goal ends one of ``arms`` chains of
 ``arm_length`` nodes. The two modes are of unequal difficulty, as in the paper: the forward walk must pick the
 goal's arm at the centre (its first step looks ``arm_length`` edges ahead), the reverse one only follows each
-node's single parent. A forward walk down the wrong arm is still the forward strategy (a wrong answer, like an
-arithmetic slip); a walk that is no chain of the graph follows no strategy. Unmarked, each strategy still
+node's single parent. A generation's mode is the form it is written in, from the strategy's own opening: a
+forward walk down the wrong arm, or with a letter miscopied, is still the forward strategy (a wrong answer, or a
+slip, like an arithmetic one); a walk of the wrong length, or opening elsewhere, follows no strategy. Unmarked, each strategy still
 opens with its own token: the start's letter, or the goal's (what prefix-forced decoding forces).
 
 Letters are shuffled per question, so the same star relabelled, or its edges listed in another order, is the
@@ -148,19 +149,18 @@ class PathStar(Task):
         return "=".join(pieces) + f"={value + acc}"
 
     def body_follows(self, operands: tuple[int, ...], strategy: str, body: str) -> bool:
-        """forward: the start, then a whole arm edge by edge (any arm: the wrong one is a wrong answer);
-        reverse: the goal, then its ancestors back to the start. Written numbers may be wrong (slips)."""
+        """The strategy's form from its own opening: forward, the start, then one ``node=parent+c=value`` step
+        per node of an arm; reverse, the goal, then one ``=parent+c`` substitution per edge back to the start.
+        The letters after the opening are not checked: a name miscopied is a slip, like a wrong number (the
+        0.45M model writes ``e=8,e=e+8=16,e=e+8=24``: the forward walk with every child named after the start;
+        checked letter by letter, even the fixed oracle's modes were 99% unclassified, results/study-pathstar.md
+        at 991f1f6). The mode is the way the solution is written; the answer says whether it is right."""
+        steps = len(self._path(operands))  # every arm is as long as the goal's
         if strategy == "forward":
             m = FORWARD_RE.match(body)
-            if not m or m.group(1) != LETTERS[operands[0]]:
-                return False
-            walked = [(LETTERS.index(s[0]), LETTERS.index(s[2])) for s in m.group(2).split(",")[1:]]
-            return any(walked == [(c, p) for c, p, _ in arm] for arm in self._arms(operands))
+            return bool(m) and m.group(1) == LETTERS[operands[0]] and m.group(2).count(",") == steps
         m = REVERSE_RE.match(body)
-        if not m or m.group(1) != LETTERS[operands[2]]:
-            return False
-        named = [LETTERS.index(s[0]) for s in m.group(2).split("=")[1:]]
-        return named == [p for _, p, _ in reversed(self._path(operands))]
+        return bool(m) and m.group(1) == LETTERS[operands[2]] and m.group(2).count("=") == steps
 
     def opening(self, problem: Problem, strategy: str) -> str:
         if self.marked:
