@@ -68,6 +68,9 @@ class Study:
     seeds: tuple[int, ...]
     path: str  # the study file, as given
     only: tuple[str, ...] = ()  # ssft study --settings: the settings of the file this run was limited to
+    # (a, b): setting a against setting b, each method against itself, paired by seed and question (a choice the
+    # data or the model makes: trace selection, model size); both must ask the same questions
+    contrasts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,10 @@ def load(path: Path, params: Path = ROOT / "params.yaml") -> Study:
         raise UserError(f"{path}: no such study file; the shipped ones: {known}")
     text = path.read_text()
     raw = yaml.safe_load(text) or {}
-    unknown = set(raw) - {"description", "base", "settings", "seeds"}
+    unknown = set(raw) - {"description", "base", "settings", "seeds", "contrasts"}
     if unknown:
-        raise UserError(f"{path}: unknown key(s) {sorted(unknown)}; a study has description, base, settings, seeds")
+        raise UserError(f"{path}: unknown key(s) {sorted(unknown)}; a study has description, base, settings, seeds "
+                        "and optionally contrasts")
     for s in raw.get("settings") or []:
         extra = set(s) - {"name", "params", "seeds"} if isinstance(s, dict) else {"(not a mapping)"}
         if extra:
@@ -102,14 +106,24 @@ def load(path: Path, params: Path = ROOT / "params.yaml") -> Study:
     if not settings or "" in names or len(set(names)) != len(names):
         raise UserError(f"{path}: settings must be a non-empty list of {{name, params}} with distinct names")
     seeds = tuple(int(s) for s in raw.get("seeds") or [0])
+    contrasts = _contrasts(path, raw.get("contrasts") or [], names)
     study = Study(path.stem, str(raw.get("description", "")), dict(raw.get("base") or {}), settings, seeds,
-                  str(path))
+                  str(path), contrasts=contrasts)
     for cell in cells(study):
         try:
             config_mod.load(params, overrides(study, cell))
         except config_mod.ConfigError as e:
             raise UserError(f"{path}: setting {cell.setting.name!r}: {e}") from None
     return study
+
+
+def _contrasts(path: Path, raw: Any, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    pairs = raw if isinstance(raw, list) else [raw]
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(p in names for p in pair) and pair[0] != pair[1]):
+            raise UserError(f"{path}: contrasts: {pair!r}: each contrast is a pair of two of its settings, "
+                            f"[a, b] for a − b (settings: {', '.join(names)})")
+    return tuple((str(a), str(b)) for a, b in pairs)
 
 
 def only(study: Study, names: Sequence[str]) -> Study:
@@ -120,7 +134,7 @@ def only(study: Study, names: Sequence[str]) -> Study:
     if missing:
         raise UserError(f"{study.path}: --settings {','.join(missing)}: no such setting; it has {', '.join(known)}")
     return dataclasses.replace(study, settings=tuple(s for s in study.settings if s.name in names),
-                               only=tuple(names))
+                               only=tuple(names), contrasts=tuple(c for c in study.contrasts if set(c) <= set(names)))
 
 
 def default_report(name: str) -> Path:
@@ -270,14 +284,30 @@ def per_question(details: Path, n_tags: int) -> dict[str, dict[str, float]]:
 def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, Difference]:
     """a − b per metric: per seed (cell) over the questions both answered, then over seeds with the two-stage
     bootstrap of :mod:`ssft.eval.intervals`. Pairs share the question and the seed's data: only the models differ."""
+    return paired_details([(details_of(d, a), details_of(d, b)) for d in cell_paths], (n_tags, n_tags))
+
+
+def contrast(a_cells: list[Path], b_cells: list[Path], method: str, n_tags: tuple[int, int]) -> dict[str, Difference]:
+    """Setting a − setting b for one method, paired by seed (the cells' directory names) and question."""
+    b_by_seed = {d.name: d for d in b_cells}
+    return paired_details([(details_of(d, method), details_of(b_by_seed[d.name], method))
+                           for d in a_cells if d.name in b_by_seed], n_tags)
+
+
+def details_of(cell: Path, column: str) -> Path:
+    """A report column's generations in a cell (sft+forced: results/forced/sft)."""
+    where = report_columns_from(cell) if (cell / "params.yaml").exists() else {}
+    return cell / "results" / where.get(column, column) / DETAILS_FILE
+
+
+def paired_details(pairs: list[tuple[Path, Path]], n_tags: tuple[int, int]) -> dict[str, Difference]:
+    """a − b per metric over (a, b) generation files, one pair per seed: per seed over the questions both
+    answered, then over seeds (a pair with a file missing is skipped)."""
     diffs: dict[str, list[list[float]]] = {k: [] for k in PAIRED}
-    for d in cell_paths:
-        # a label's results: sft+forced -> results/forced/sft
-        where = report_columns_from(d) if (d / "params.yaml").exists() else {}
-        fa, fb = (d / "results" / where.get(m, m) / DETAILS_FILE for m in (a, b))
+    for fa, fb in pairs:
         if not (fa.exists() and fb.exists()):
             continue
-        qa, qb = per_question(fa, n_tags), per_question(fb, n_tags)
+        qa, qb = per_question(fa, n_tags[0]), per_question(fb, n_tags[1])
         shared = sorted(qa.keys() & qb.keys())
         for k in PAIRED:
             diffs[k].append([qa[q][k] - qb[q][k] for q in shared])
@@ -391,6 +421,7 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
         lines += _dynamics_lines(paths[setting.name]) + _curve_lines(runs[setting.name])
         lines.append("")
+    lines += _contrast_lines(study, agg, paths, n_tags)
     try:
         from ssft.tracking.figures import save_figures, study_figures
 
@@ -560,6 +591,19 @@ def _glance_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]],
                                                                "match_agreement_full")]
         lines.append(f"| {setting.name} | " + " | ".join(cells) + f" | {vs} |")
     return [*lines, ""]
+
+
+def _contrast_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]], paths: dict[str, list[Path]],
+                    n_tags: dict[str, int]) -> list[str]:
+    """Each contrast of the study file: setting a − setting b, method by method, paired by seed and question."""
+    lines = []
+    for a, b in study.contrasts:
+        for m in [m for m in agg.get(a, {}) if m in agg.get(b, {})]:
+            diff = contrast(paths[a], paths[b], m, (n_tags[a], n_tags[b]))
+            if diff:
+                lines += [f"{a} − {b}, {m} (paired by seed and question):", ""]
+                lines += [f"- {k}: {d}: {d.reading(a)}" for k, d in diff.items()] + [""]
+    return ["## Contrasts", "", *lines] if lines else []
 
 
 def _at_k_lines(table: dict[str, dict[str, tuple]], n_tags: int) -> list[str]:

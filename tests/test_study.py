@@ -23,6 +23,7 @@ MINI = {
     "settings": [{"name": "a", "params": {"train.methods": ["ssft", "sft"], "eval.temperatures": [1.0],
                                           "eval.ks": [1, 2, 8]}},
                  {"name": "b", "params": {"ssft.cost_tokens": 4, "train.methods": ["ssft", "sft"]}}],
+    "contrasts": [["b", "a"]],
 }
 
 
@@ -49,6 +50,7 @@ def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) 
                 assert agg[setting][method][key] == pytest.approx(
                     [statistics.mean(values), statistics.stdev(values), 2]), (setting, method, key)
     assert "## At a glance" in report and "| a | " in report
+    assert "## Contrasts" in report and "b − a, ssft (paired by seed and question):" in report
     assert "pass@k / cons@k against k" in report and "| 8 |" in report
     assert "Temperature sweep" in report and "| sft | 1 |" in report and "| ssft | greedy |" in report
     assert "SSFT matching per epoch" in report and "Tag x strategy, epoch 0 (seed0" in report
@@ -153,6 +155,31 @@ def test_paired_differences_are_per_seed_then_over_seeds(tmp_path: Path) -> None
     d = study.paired(cells, "ssft", "sft", 2)["pass@1"]
     assert (d.mean, d.per_seed, d.pairs) == (pytest.approx(0.375), (0.25, 0.5), 3)
     assert d.low <= 0.25 and d.high >= 0.5, d  # a seed drawn twice is in the resamples
+
+
+def test_a_contrast_pairs_two_settings_by_seed_then_question(tmp_path: Path) -> None:
+    """Setting a − setting b for one method: seed 0 with seed 0 (+0.5), seed 1 with seed 1 (+0.25), whatever
+    order the cells are listed in (paired by position, seed 0 would meet seed 1: +1.0 and -0.25)."""
+    a = [tmp_path / "a" / "seed0", tmp_path / "a" / "seed1"]
+    b = [tmp_path / "b" / "seed1", tmp_path / "b" / "seed0"]
+    _details(a[0] / "results" / "ssft" / "details.jsonl", {"q1": [True] * 4})
+    _details(b[1] / "results" / "ssft" / "details.jsonl", {"q1": [True, False] * 2})
+    _details(a[1] / "results" / "ssft" / "details.jsonl", {"q1": [True, False, False, False]})
+    _details(b[0] / "results" / "ssft" / "details.jsonl", {"q1": [False] * 4})
+    d = study.contrast(a, b, "ssft", (2, 2))["pass@1"]
+    assert d.per_seed == (0.5, 0.25) and d.mean == pytest.approx(0.375)
+    assert study.contrast(a, b, "sft", (2, 2)) == {}  # no sft generations: nothing to say
+
+
+def test_contrasts_name_two_settings_of_the_study(tmp_path: Path) -> None:
+    for bad in (["a"], ["a", "zz"], ["a", "a"], "a"):
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**MINI, "contrasts": [bad]}))
+        with pytest.raises(ValueError, match=r"bad.yaml: contrasts: .* a pair of two of its settings"):
+            study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(MINI))
+    spec = study.load(tmp_path / "ok.yaml", ROOT / "params.yaml")
+    assert spec.contrasts == (("b", "a"),)
+    assert study.only(spec, ["b"]).contrasts == () and study.only(spec, ["a", "b"]).contrasts == (("b", "a"),)
 
 
 def test_a_prefix_forced_column_is_paired_with_its_own_generations(tmp_path: Path) -> None:
