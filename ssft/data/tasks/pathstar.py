@@ -10,8 +10,9 @@ Every node but the start is its parent plus a constant; the goal ends one of ``a
 goal's arm at the centre (its first step looks ``arm_length`` edges ahead), the reverse one only follows each
 node's single parent. A generation's mode is the form it is written in, from the strategy's own opening: a
 forward walk down the wrong arm, or with a letter miscopied, is still the forward strategy (a wrong answer, or a
-slip, like an arithmetic one); a walk of the wrong length, or opening elsewhere, follows no strategy. Unmarked, each strategy still
-opens with its own token: the start's letter, or the goal's (what prefix-forced decoding forces).
+slip, like an arithmetic one); a walk of the wrong length, or opening elsewhere, follows no strategy.
+Unmarked, each strategy still opens with its own token: the start's letter, or the goal's (what prefix-forced
+decoding forces).
 
 Letters are shuffled per question, so the same star relabelled, or its edges listed in another order, is the
 same question (:meth:`PathStar.canonical`). ``edges``: ``shuffled`` lists the edges in a random order (each
@@ -158,9 +159,9 @@ class PathStar(Task):
         steps = len(self._path(operands))  # every arm is as long as the goal's
         if strategy == "forward":
             m = FORWARD_RE.match(body)
-            return bool(m) and m.group(1) == LETTERS[operands[0]] and m.group(2).count(",") == steps
+            return m is not None and m.group(1) == LETTERS[operands[0]] and m.group(2).count(",") == steps
         m = REVERSE_RE.match(body)
-        return bool(m) and m.group(1) == LETTERS[operands[2]] and m.group(2).count("=") == steps
+        return m is not None and m.group(1) == LETTERS[operands[2]] and m.group(2).count("=") == steps
 
     def opening(self, problem: Problem, strategy: str) -> str:
         if self.marked:
