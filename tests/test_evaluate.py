@@ -265,8 +265,8 @@ def test_sample_answers_with_every_tag_and_set_goes_anywhere(evaluated: Path, tm
 def test_prefix_forcing_opens_each_tag_with_its_strategy() -> None:
     """Tag t of a prefix-forced evaluation is prompted with strategy t's opening after the untagged prompt, and
     judged on that opening plus what the model wrote: a model that writes the rest of a forward walk whatever
-    it is given walks forward under tag 1 (forced to the start's letter) and follows no strategy under tag 2
-    (forced to the goal's)."""
+    it is given walks forward under tag 1 (forced to the start's letter) and under tag 2 too (forced to the
+    goal's letter, which it takes for the start's: forcing a letter does not choose the mode of such a model)."""
     from ssft.eval import evaluate as ev
     from ssft.generation.sampler import Sample
     from ssft.train.forking import PromptLayout, build_char_tokenizer
@@ -285,7 +285,7 @@ def test_prefix_forcing_opens_each_tag_with_its_strategy() -> None:
     sampler = Rest()
     rows = ev._generations(cfg, sampler, ev.Prompts.forced(cfg, tok, layout), [q], None, ev.synthetic_judge(cfg))
     assert [(r["tag"], r["text"][0], r["mode"], r["correct"]) for r in rows] == [
-        (1, "h", "forward", True), (2, "k", None, True)]
+        (1, "h", "forward", True), (2, "k", "forward", True)]
     assert [p[-len(q.question) - len("<think>") - 1:] for p in sampler.prompts] == [
         f"{q.question}<think>h", f"{q.question}<think>k"]
 

@@ -131,12 +131,13 @@ def test_pathstar_traces_exactly() -> None:
     ("h=7,c=h+3=10,q=c+2=12#12", "forward", True),    # jumps arms by name only: the same slip
     ("h=7,c=h+3=10#10", None, False),                 # stops halfway
     ("h=7,c=h+3=10,k=c+2=12,q=k+1=13#13", None, False),  # walks past the goal
-    ("c=7,c=h+3=10,k=c+2=12#12", None, True),         # opens on another node than the start
+    ("c=7,c=h+3=10,k=c+2=12#12", "forward", True),    # the opening letter miscopied too: still a forward walk
     ("k=c+2=h+5=12#12", "reverse", True),
     ("k=c+2=h+6=13#13", "reverse", False),
     ("k=m+2=h+5=12#12", "reverse", True),             # m is not k's parent: a letter miscopied
     ("k=c+2=12#12", None, True),                      # stops halfway back
-    ("q=m+4=h+5=12#12", None, True),                  # written back from the other arm's end, not the goal
+    ("q=m+4=h+5=12#12", "reverse", True),             # written back from the other arm's end: a slip
+    ("k=c+2=h+5=12,h=7#12", None, True),              # a blend of both forms
     ("k=c+2,h=7#12", None, True),
 ])
 def test_pathstar_classify_and_check(text: str, mode: str | None, correct: bool) -> None:

@@ -8,11 +8,10 @@ task of *Why Do Reasoning Models Lose Coverage?*, arXiv 2605.17026, whose graphs
 Every node but the start is its parent plus a constant; the goal ends one of ``arms`` chains of
 ``arm_length`` nodes. The two modes are of unequal difficulty, as in the paper: the forward walk must pick the
 goal's arm at the centre (its first step looks ``arm_length`` edges ahead), the reverse one only follows each
-node's single parent. A generation's mode is the form it is written in, from the strategy's own opening: a
-forward walk down the wrong arm, or with a letter miscopied, is still the forward strategy (a wrong answer, or a
-slip, like an arithmetic one); a walk of the wrong length, or opening elsewhere, follows no strategy.
-Unmarked, each strategy still opens with its own token: the start's letter, or the goal's (what prefix-forced
-decoding forces).
+node's single parent. A generation's mode is the form it is written in: a forward walk down the wrong arm, or
+with letters miscopied, is still the forward strategy (a wrong answer, or a slip, like an arithmetic one); a
+walk of the wrong length follows no strategy. Unmarked, each strategy opens with its own token: the start's
+letter, or the goal's (what prefix-forced decoding forces).
 
 Letters are shuffled per question, so the same star relabelled, or its edges listed in another order, is the
 same question (:meth:`PathStar.canonical`). ``edges``: ``shuffled`` lists the edges in a random order (each
@@ -150,18 +149,19 @@ class PathStar(Task):
         return "=".join(pieces) + f"={value + acc}"
 
     def body_follows(self, operands: tuple[int, ...], strategy: str, body: str) -> bool:
-        """The strategy's form from its own opening: forward, the start, then one ``node=parent+c=value`` step
-        per node of an arm; reverse, the goal, then one ``=parent+c`` substitution per edge back to the start.
-        The letters after the opening are not checked: a name miscopied is a slip, like a wrong number (the
-        0.45M model writes ``e=8,e=e+8=16,e=e+8=24``: the forward walk with every child named after the start;
-        checked letter by letter, even the fixed oracle's modes were 99% unclassified, results/study-pathstar.md
-        at 991f1f6). The mode is the way the solution is written; the answer says whether it is right."""
+        """The strategy's form: forward, ``node=value`` then one ``node=parent+c=value`` step per node of an
+        arm; reverse, ``node`` then one ``=parent+c`` substitution per edge back to the start. No letter is
+        checked, the opening's included: a name miscopied is a slip, like a wrong number. The 0.45M model writes
+        ``i=8,o=s+8=16,w=v+8=24`` for the forward walk from ``e``: checked letter by letter, or by its opening
+        letter, 96-99% of even the fixed oracle's generations followed no strategy (coverage measured copying);
+        by form, 99.9% of them follow the strategy of their tag. The mode is the way the solution is written;
+        the answer says whether it is right."""
         steps = len(self._path(operands))  # every arm is as long as the goal's
         if strategy == "forward":
             m = FORWARD_RE.match(body)
-            return m is not None and m.group(1) == LETTERS[operands[0]] and m.group(2).count(",") == steps
+            return m is not None and m.group(2).count(",") == steps
         m = REVERSE_RE.match(body)
-        return m is not None and m.group(1) == LETTERS[operands[2]] and m.group(2).count("=") == steps
+        return m is not None and m.group(2).count("=") == steps
 
     def opening(self, problem: Problem, strategy: str) -> str:
         if self.marked:
