@@ -459,7 +459,7 @@ RL_PAIRS = (("ssft+gfpo", "ssft"), ("ssft+gfpo", "sft+grpo"), ("ssft+gfpo", "sft
 def _rl_lines(paths: list[Path], table: dict[str, dict[str, tuple]]) -> list[str]:
     """Paired single-sample differences around the RL stage (per seed, then over seeds), and the tag distribution
     before and after GFPO (mean P(tag | question) over the RL questions, averaged over seeds)."""
-    if not any("+" in m for m in table):
+    if not {a for pair in RL_PAIRS for a in pair if "+" in a} & set(table):  # sft+forced is no RL column
         return []
     where = report_columns_from(paths[0]) if paths else {}
     lines = ["", "Single sample without a given tag (tagged: the model's own tag, pass@1_self; untagged: pass@1; "

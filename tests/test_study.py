@@ -239,6 +239,15 @@ def test_single_sample_accuracy_without_a_given_tag(tmp_path: Path) -> None:
     assert study.single_sample(f, {"val_tag": 2}) == {"q": 1.0}
 
 
+def test_the_rl_section_needs_an_rl_column(tmp_path: Path) -> None:
+    """A prefix-forced column (sft+forced) is no RL stage: no section about one (it printed a heading alone)."""
+    cell = tmp_path / "seed0"
+    cell.mkdir()
+    (cell / "params.yaml").write_text(yaml.safe_dump({"task": {"name": "pathstar", "marked": False},
+                                                      "eval": {"prefix_forced": ["sft"]}}))
+    assert study._rl_lines([cell], {"ssft": {}, "sft": {}, "sft+forced": {}}) == []
+
+
 def test_a_study_can_run_some_of_its_settings() -> None:
     spec = study.load(ROOT / "studies" / "cpu.yaml")
     part = study.only(spec, ["gfpo-unmarked"])
