@@ -23,7 +23,6 @@ MINI = {
     "settings": [{"name": "a", "params": {"train.methods": ["ssft", "sft"], "eval.temperatures": [1.0],
                                           "eval.ks": [1, 2, 8]}},
                  {"name": "b", "params": {"ssft.cost_tokens": 4, "train.methods": ["ssft", "sft"]}}],
-    "contrasts": [["b", "a"]],
 }
 
 
@@ -31,8 +30,8 @@ MINI = {
 def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(
-        {**MINI, "base": {**MINI["base"], "tracking.enabled": True, "tracking.uri": uri,
-                                       "tracking.artifacts": str(tmp_path / "artifacts")}}))
+        {**MINI, "contrasts": [["b", "a"]], "base": {**MINI["base"], "tracking.enabled": True, "tracking.uri": uri,
+                                                     "tracking.artifacts": str(tmp_path / "artifacts")}}))
     args = ["--params", str(ROOT / "params.yaml"), "study", str(tmp_path / "mini.yaml"),
             "--report", str(tmp_path / "results" / "study.md"), "--workdir", str(tmp_path / "cells")]
     assert main(args) == 0
@@ -176,7 +175,7 @@ def test_contrasts_name_two_settings_of_the_study(tmp_path: Path) -> None:
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**MINI, "contrasts": [bad]}))
         with pytest.raises(ValueError, match=r"bad.yaml: contrasts: .* a pair of two of its settings"):
             study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
-    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(MINI))
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump({**MINI, "contrasts": [["b", "a"]]}))
     spec = study.load(tmp_path / "ok.yaml", ROOT / "params.yaml")
     assert spec.contrasts == (("b", "a"),)
     assert study.only(spec, ["b"]).contrasts == () and study.only(spec, ["a", "b"]).contrasts == (("b", "a"),)

@@ -39,8 +39,7 @@ from ssft.generation.hf import HfSampler, left_pad
 from ssft.generation.sampler import Sample
 from ssft.train import methods, models, rollouts
 from ssft.train.forking import PromptLayout, prompt_ids, question_ids, tag_ids
-from ssft.train.loss import Targets
-from ssft.train.trainer import right_pad
+from ssft.train.loss import Targets, right_pad
 
 log = logging.getLogger(__name__)
 GFPO_FILE = "gfpo_stats.json"   # beside the weights: per-step history, the tag distribution before and after

@@ -20,7 +20,7 @@ on the selected rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
@@ -31,6 +31,18 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 LOGITS_PER_CHUNK = 2**25  # float32 logits held at once (128 MB): rows per chunk = this // vocab
+
+
+def right_pad(rows: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_id: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, labels), each (B, T): the rows left-aligned, padding unlabelled (-100)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, (r, lb) in enumerate(zip(rows, labels)):
+        ids[k, : len(r)], lab[k, : len(r)], mask[k, : len(r)] = torch.tensor(r), torch.tensor(lb), 1
+    return ids, mask, lab
 
 
 @dataclass(frozen=True)

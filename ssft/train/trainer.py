@@ -51,7 +51,7 @@ from ssft.data.traces import QuestionTraces
 from ssft.errors import UserError
 from ssft.train import adapters, methods, models, precision, snapshots
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids, question_ids, tag_ids
-from ssft.train.loss import Targets, nll_sum
+from ssft.train.loss import Targets, nll_sum, right_pad
 from ssft.train.matching import MatchStats, ScoreItem, agreement_with_full, score, score_batch
 from ssft.train.methods import Method
 
@@ -182,17 +182,6 @@ def build_batch(examples: Sequence[Example], tags: Sequence[Sequence[int | None]
     ids, mask, lab = right_pad(rows, labels, pad_id)
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
-
-def right_pad(rows: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_id: int
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, attention mask, labels), each (B, T): the rows left-aligned, padding unlabelled (-100)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    lab = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, (r, lb) in enumerate(zip(rows, labels)):
-        ids[k, : len(r)], lab[k, : len(r)], mask[k, : len(r)] = torch.tensor(r), torch.tensor(lb), 1
-    return ids, mask, lab
 
 
 def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], core: PreTrainedModel | None = None,
