@@ -284,20 +284,20 @@ def per_question(details: Path, n_tags: int) -> dict[str, dict[str, float]]:
 def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, Difference]:
     """a − b per metric: per seed (cell) over the questions both answered, then over seeds with the two-stage
     bootstrap of :mod:`ssft.eval.intervals`. Pairs share the question and the seed's data: only the models differ."""
-    return paired_details([(details_of(d, a), details_of(d, b)) for d in cell_paths], (n_tags, n_tags))
+    return paired_details([(fa, fb) for fa, fb in (details_of(d, a, b) for d in cell_paths)], (n_tags, n_tags))
 
 
 def contrast(a_cells: list[Path], b_cells: list[Path], method: str, n_tags: tuple[int, int]) -> dict[str, Difference]:
     """Setting a − setting b for one method, paired by seed (the cells' directory names) and question."""
     b_by_seed = {d.name: d for d in b_cells}
-    return paired_details([(details_of(d, method), details_of(b_by_seed[d.name], method))
+    return paired_details([(details_of(d, method)[0], details_of(b_by_seed[d.name], method)[0])
                            for d in a_cells if d.name in b_by_seed], n_tags)
 
 
-def details_of(cell: Path, column: str) -> Path:
-    """A report column's generations in a cell (sft+forced: results/forced/sft)."""
+def details_of(cell: Path, *columns: str) -> list[Path]:
+    """Report columns' generations in a cell (sft+forced: results/forced/sft), its params read once."""
     where = report_columns_from(cell) if (cell / "params.yaml").exists() else {}
-    return cell / "results" / where.get(column, column) / DETAILS_FILE
+    return [cell / "results" / where.get(c, c) / DETAILS_FILE for c in columns]
 
 
 def paired_details(pairs: list[tuple[Path, Path]], n_tags: tuple[int, int]) -> dict[str, Difference]:

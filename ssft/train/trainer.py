@@ -183,7 +183,6 @@ def build_batch(examples: Sequence[Example], tags: Sequence[Sequence[int | None]
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-
 def sequence_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], core: PreTrainedModel | None = None,
                   kernel: str = "torch") -> tuple[torch.Tensor, int]:
     """Summed next-token NLL over labelled tokens, and their count (sum first, divide once).
