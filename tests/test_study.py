@@ -94,7 +94,7 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
 
 def test_the_shipped_studies_load() -> None:
     cpu = study.cells(study.load(ROOT / "studies" / "cpu.yaml"))
-    assert len(cpu) == 40
+    assert len(cpu) == 43
     assert [c.seed for c in cpu if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
     assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2, 3, 4]  # the main settings: 5
     assert [c.seed for c in cpu if c.setting.name == "pathstar"] == [0, 1, 2]  # the study's
