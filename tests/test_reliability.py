@@ -5,6 +5,7 @@ reproduces a case that once went wrong."""
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
 import threading
@@ -442,6 +443,10 @@ def test_a_killed_study_leaves_no_stage_running(tmp_path: Path, sig: str) -> Non
     _kill_once_training(study, cells, sig)
 
 
+def _hup_default() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="reads /proc")
 @pytest.mark.parametrize(("sig", "shell"), [  # DVC runs a stage through $SHELL, /bin/sh where it is unset (CI)
     ("SIGTERM", "/bin/sh"), pytest.param("SIGTERM", "/bin/bash", marks=pytest.mark.slow),
@@ -460,8 +465,9 @@ def test_a_killed_dvc_repro_leaves_no_stage_running(tmp_path: Path, sig: str, sh
     assert subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, env=tool_env()).returncode == 0
     # The terminal's Ctrl-C reaches DVC's whole group; a `kill` of DVC alone (a CI timeout) did not reach the stage.
     # dash (Debian's /bin/sh) does not exec the stage: the shell stays between DVC and the stage, and lingers.
+    # SIGHUP at its default: an ignored one (CI started under `nohup`) is inherited and means "outlive DVC"
     repro = subprocess.Popen(["dvc", "repro"], cwd=tmp_path, env=tool_env(SHELL=shell), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=_hup_default)
     _kill_once_training(repro, tmp_path, sig)
 
 
@@ -472,7 +478,7 @@ def test_a_dvc_stage_under_nohup_may_outlive_dvc(nohup: bool, expected: int) -> 
     from conftest import tool_env
 
     probe = ("import ctypes, signal\n"
-             f"{'signal.signal(signal.SIGHUP, signal.SIG_IGN)' if nohup else ''}\n"
+             f"signal.signal(signal.SIGHUP, signal.{'SIG_IGN' if nohup else 'SIG_DFL'})\n"  # never the runner's
              "from ssft import lifeline\nlifeline.die_with_dvc()\n"
              "v = ctypes.c_int()\nctypes.CDLL(None).prctl(2, ctypes.byref(v))  # PR_GET_PDEATHSIG\nprint(v.value)")
     out = subprocess.run([sys.executable, "-c", probe], env=tool_env(DVC_STAGE="train@sft"), capture_output=True,
