@@ -269,29 +269,36 @@ def aggregate(results: dict[Cell, dict[str, dict[str, float]]]) -> dict[str, dic
     return out
 
 
-def per_question(details: Path, n_tags: int) -> dict[str, dict[str, float]]:
-    """question -> PAIRED metrics of the sampled generations of one method (details.jsonl)."""
+def per_question(details: Path, n_tags: int, ks: Sequence[int] = ()) -> dict[str, dict[str, float]]:
+    """question -> PAIRED metrics of the sampled generations of one method (details.jsonl), and pass@k for each
+    k of ``ks`` past 1 that the question sampled enough for (named by k: pass@N is pass@<N> here)."""
     from ssft.eval.evaluate import _as_generations
     from ssft.eval.metrics import compute_metrics, main_sampled
 
     rows: dict[str, list] = {}
     for r in main_sampled([json.loads(line) for line in details.read_text().splitlines()]):
         rows.setdefault(r["question_id"], []).append(r)
-    return {q: {k: v for k, v in compute_metrics(_as_generations(rs, n_tags), n_tags).items() if k in PAIRED}
-            for q, rs in rows.items()}
+    wanted = (*PAIRED, *(f"pass@{k}" for k in sorted(set(ks)) if k > 1))
+    out = {}
+    for q, rs in rows.items():
+        m = compute_metrics(_as_generations(rs, n_tags), n_tags, ks)
+        m.setdefault(f"pass@{n_tags}", m["pass@N"])
+        out[q] = {k: m[k] for k in wanted if k in m}
+    return out
 
 
-def paired(cell_paths: list[Path], a: str, b: str, n_tags: int) -> dict[str, Difference]:
+def paired(cell_paths: list[Path], a: str, b: str, n_tags: int, ks: Sequence[int] = ()) -> dict[str, Difference]:
     """a − b per metric: per seed (cell) over the questions both answered, then over seeds with the two-stage
     bootstrap of :mod:`ssft.eval.intervals`. Pairs share the question and the seed's data: only the models differ."""
-    return paired_details([(fa, fb) for fa, fb in (details_of(d, a, b) for d in cell_paths)], (n_tags, n_tags))
+    return paired_details([(fa, fb) for fa, fb in (details_of(d, a, b) for d in cell_paths)], (n_tags, n_tags), ks)
 
 
-def contrast(a_cells: list[Path], b_cells: list[Path], method: str, n_tags: tuple[int, int]) -> dict[str, Difference]:
+def contrast(a_cells: list[Path], b_cells: list[Path], method: str, n_tags: tuple[int, int],
+             ks: Sequence[int] = ()) -> dict[str, Difference]:
     """Setting a − setting b for one method, paired by seed (the cells' directory names) and question."""
     b_by_seed = {d.name: d for d in b_cells}
     return paired_details([(details_of(d, method)[0], details_of(b_by_seed[d.name], method)[0])
-                           for d in a_cells if d.name in b_by_seed], n_tags)
+                           for d in a_cells if d.name in b_by_seed], n_tags, ks)
 
 
 def details_of(cell: Path, *columns: str) -> list[Path]:
@@ -300,17 +307,18 @@ def details_of(cell: Path, *columns: str) -> list[Path]:
     return [cell / "results" / where.get(c, c) / DETAILS_FILE for c in columns]
 
 
-def paired_details(pairs: list[tuple[Path, Path]], n_tags: tuple[int, int]) -> dict[str, Difference]:
-    """a − b per metric over (a, b) generation files, one pair per seed: per seed over the questions both
-    answered, then over seeds (a pair with a file missing is skipped)."""
-    diffs: dict[str, list[list[float]]] = {k: [] for k in PAIRED}
+def paired_details(pairs: list[tuple[Path, Path]], n_tags: tuple[int, int],
+                   ks: Sequence[int] = ()) -> dict[str, Difference]:
+    """a − b per metric (PAIRED, then pass@k for ``ks``) over (a, b) generation files, one pair per seed: per seed
+    over the questions both answered, then over seeds (a pair with a file missing is skipped)."""
+    diffs: dict[str, list[list[float]]] = {k: [] for k in (*PAIRED, *(f"pass@{k}" for k in sorted(set(ks)) if k > 1))}
     for fa, fb in pairs:
         if not (fa.exists() and fb.exists()):
             continue
-        qa, qb = per_question(fa, n_tags[0]), per_question(fb, n_tags[1])
+        qa, qb = per_question(fa, n_tags[0], ks), per_question(fb, n_tags[1], ks)
         shared = sorted(qa.keys() & qb.keys())
-        for k in PAIRED:
-            diffs[k].append([qa[q][k] - qb[q][k] for q in shared])
+        for k in diffs:
+            diffs[k].append([qa[q][k] - qb[q][k] for q in shared if k in qa[q] and k in qb[q]])
     return {k: paired_difference(groups) for k, groups in diffs.items() if any(groups)}
 
 
@@ -395,16 +403,21 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
              "within them (seeds vary most), and each seed's own difference; a difference is called only when the "
              "interval excludes 0 and no seed says the opposite.", ""]
     n_tags: dict[str, int] = {}
+    ks: dict[str, tuple[int, ...]] = {}
     paths: dict[str, list[Path]] = {}
     diffs: dict[str, dict[str, dict[str, Difference]]] = {}
     for setting in study.settings:
         methods = list(agg.get(setting.name, {}))
         paths[setting.name] = [cell_dir(workdir, study, c) for c in results if c.setting == setting]
-        n_tags[setting.name] = _num_tags(paths[setting.name])
+        n_tags[setting.name], ks[setting.name] = _tags_and_ks(paths[setting.name])
         diffs[setting.name] = {b: d for b in methods if b != "ssft" and "ssft" in methods
-                               if (d := paired(paths[setting.name], "ssft", b, n_tags[setting.name]))}
+                               if (d := paired(paths[setting.name], "ssft", b, n_tags[setting.name], ks[setting.name]))}
     runs = {name: curve_runs(ps) for name, ps in paths.items()}  # the learning curves, read once per setting
-    lines += _glance_lines(study, agg, diffs)
+    contrasts = {(a, b): {m: d for m in agg.get(a, {}) if m in agg.get(b, {})
+                          if (d := contrast(paths[a], paths[b], m, (n_tags[a], n_tags[b]),
+                                            sorted(set(ks[a]) & set(ks[b]))))}
+                 for a, b in study.contrasts}
+    lines += _glance_lines(study, agg, diffs) + _reading_lines(agg, diffs, contrasts, runs, n_tags)
     for setting in study.settings:
         table = agg.get(setting.name, {})
         methods = list(table)
@@ -421,7 +434,7 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
         lines += _dynamics_lines(paths[setting.name]) + _curve_lines(runs[setting.name])
         lines.append("")
-    lines += _contrast_lines(study, agg, paths, n_tags)
+    lines += _contrast_lines(contrasts)
     try:
         from ssft.tracking.figures import save_figures, study_figures
 
@@ -549,11 +562,17 @@ def still_rising(gains: list[float], steps: Sequence[int], tolerance: float = 0.
         return "one point: no curve"
     mean = sum(gains) / len(gains)
     span = f"({mean:+.3f} from step {steps[0]} to {steps[1]}; per seed {', '.join(f'{g:+.3f}' for g in gains)})"
+    return {"still rising": f"still rising at the last step {span}: not converged at this budget",
+            "flat": f"flat at the end {span}: converged at this budget, as far as cons@N goes",
+            "unclear": f"unclear at the end {span}: the seeds disagree"}[trend(gains, tolerance)]
+
+
+def trend(gains: list[float], tolerance: float = 0.02) -> str:
+    """:func:`still_rising` in a word: ``still rising``, ``flat`` or ``unclear``."""
+    mean = sum(gains) / len(gains)
     if mean > tolerance and all(g > 0 for g in gains):
-        return f"still rising at the last step {span}: not converged at this budget"
-    if abs(mean) <= tolerance:
-        return f"flat at the end {span}: converged at this budget, as far as cons@N goes"
-    return f"unclear at the end {span}: the seeds disagree"
+        return "still rising"
+    return "flat" if abs(mean) <= tolerance else "unclear"
 
 
 def report_columns_from(cell: Path) -> dict[str, str]:
@@ -593,16 +612,73 @@ def _glance_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]],
     return [*lines, ""]
 
 
-def _contrast_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]], paths: dict[str, list[Path]],
-                    n_tags: dict[str, int]) -> list[str]:
+CALLS = {"ahead": "ssft ahead", "unclear": "no clear difference", "behind": "ssft behind"}
+SIGNS = {"ahead": "higher", "unclear": "no clear difference", "behind": "lower"}  # a contrast: setting a − b
+
+
+def _reading_lines(agg: dict[str, dict[str, dict[str, tuple]]], diffs: dict[str, dict[str, dict[str, Difference]]],
+                   contrasts: dict[tuple[str, str], dict[str, dict[str, Difference]]],
+                   runs: dict[str, dict[str, list[dict[int, dict]]]], n_tags: dict[str, int]) -> list[str]:
+    """What holds and what does not, in a few lines: the paired calls (:attr:`Difference.call`) grouped by verdict,
+    pass@k against the best baseline at each k, whether the tags follow the strategies, where the learning curves
+    end, and the contrasts. Written from the same numbers as the tables, so it changes when they do."""
+    lines = ["## Reading", "", "What the paired intervals support (ahead or behind only where the 95% interval "
+             "excludes 0 and no seed says the opposite; values: ssft − baseline, mean [95%]):", ""]
+    for metric, label in (("cons@N", "Majority vote, cons@N"), ("coverage", "Modes kept, coverage of N")):
+        groups: dict[str, list[str]] = {c: [] for c in CALLS}
+        for setting, per_base in diffs.items():
+            for call in CALLS:
+                hits = [f"{b} {d[metric].short()}" for b, d in per_base.items()
+                        if metric in d and d[metric].call == call]
+                if hits:
+                    groups[call].append(f"{setting} ({'; '.join(hits)})")
+        if any(groups.values()):
+            lines += [f"- {label}:"] + [f"  - {CALLS[c]}: {', '.join(v)}" for c, v in groups.items() if v]
+    by_k = [line for setting, per_base in diffs.items()
+            if (line := _best_baseline_at_k(setting, agg, per_base, n_tags[setting]))]
+    if by_k:
+        lines += ["- pass@k past k = 1, against the baseline with the best mean at each k:", *by_k]
+    tagged = {s: t["ssft"]["nmi"][0] for s, t in agg.items() if "ssft" in t and "nmi" in t["ssft"] and n_tags[s] > 1}
+    if tagged:
+        follow = [f"{s} ({v:.2f})" for s, v in tagged.items() if v >= 0.9]
+        rest = [f"{s} ({v:.2f})" for s, v in tagged.items() if v < 0.9]
+        lines.append("- ssft's tags name the strategies (nmi >= 0.9): " + (", ".join(follow) or "nowhere")
+                     + (f"; not quite or not at all: {', '.join(rest)}" if rest else ""))
+    ends = [f"  - {s}: " + ", ".join(f"{m} {trend(g)}" for m, at in r.items() if (g := last_gains(at)))
+            for s, r in runs.items() if any(last_gains(at) for at in r.values())]
+    if ends:
+        lines += ["- The end of each learning curve (cons@N over its last interval):", *ends]
+    for (a, b), by_method in contrasts.items():
+        parts = [f"{m} cons@N {d['cons@N'].short()} {SIGNS[d['cons@N'].call]}" for m, d in by_method.items()
+                 if "cons@N" in d]
+        if parts:
+            lines.append(f"- {a} − {b}: " + "; ".join(parts))
+    return [*lines, ""]
+
+
+def _best_baseline_at_k(setting: str, agg: dict[str, dict[str, dict[str, tuple]]],
+                        per_base: dict[str, dict[str, Difference]], n_tags: int) -> str:
+    """ssft − the strongest baseline at each k of the setting (by mean pass@k), paired, in one line."""
+    table = agg.get(setting, {})
+    ks = sorted({int(k.split("@")[1]) for d in per_base.values() for k in d if k.startswith("pass@") and k != "pass@1"})
+    parts = []
+    for k in ks:
+        means = {b: at_k(table[b], "pass", n_tags)[k][0] for b, d in per_base.items()
+                 if f"pass@{k}" in d and k in at_k(table.get(b, {}), "pass", n_tags)}
+        if means:
+            best = max(means, key=lambda b: means[b])
+            d = per_base[best][f"pass@{k}"]
+            parts.append(f"k={k} {best} {d.short()} {CALLS[d.call].replace('ssft ', '')}")
+    return f"  - {setting}: " + "; ".join(parts) if parts else ""
+
+
+def _contrast_lines(contrasts: dict[tuple[str, str], dict[str, dict[str, Difference]]]) -> list[str]:
     """Each contrast of the study file: setting a − setting b, method by method, paired by seed and question."""
     lines = []
-    for a, b in study.contrasts:
-        for m in [m for m in agg.get(a, {}) if m in agg.get(b, {})]:
-            diff = contrast(paths[a], paths[b], m, (n_tags[a], n_tags[b]))
-            if diff:
-                lines += [f"{a} − {b}, {m} (paired by seed and question):", ""]
-                lines += [f"- {k}: {d}: {d.reading(a)}" for k, d in diff.items()] + [""]
+    for (a, b), by_method in contrasts.items():
+        for m, diff in by_method.items():
+            lines += [f"{a} − {b}, {m} (paired by seed and question):", ""]
+            lines += [f"- {k}: {d}: {d.reading(a)}" for k, d in diff.items()] + [""]
     return ["## Contrasts", "", *lines] if lines else []
 
 
@@ -667,8 +743,10 @@ def _dynamics_lines(paths: list[Path]) -> list[str]:
     return lines
 
 
-def _num_tags(paths: list[Path]) -> int:
+def _tags_and_ks(paths: list[Path]) -> tuple[int, tuple[int, ...]]:
+    """A setting's N (ssft.num_tags) and its eval.ks, from the params its cells ran with."""
     for d in paths:
         if (d / "params.yaml").exists():
-            return config_mod.load(d / "params.yaml").ssft.num_tags
-    return 1
+            cfg = config_mod.load(d / "params.yaml")
+            return cfg.ssft.num_tags, tuple(cfg.eval.ks)
+    return 1, ()

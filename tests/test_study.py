@@ -156,6 +156,39 @@ def test_paired_differences_are_per_seed_then_over_seeds(tmp_path: Path) -> None
     assert d.low <= 0.25 and d.high >= 0.5, d  # a seed drawn twice is in the resamples
 
 
+def test_paired_pass_at_k_is_per_question_and_named_by_k(tmp_path: Path) -> None:
+    """ssft has 1 correct of 4 samples, sft none: pass@2 (= pass@N at N = 2) 1 - C(3,2)/C(4,2) = 0.5 and pass@4 1.0
+    ahead of sft's 0; pass@8 needs more samples than the question has, so it is not there."""
+    cell = tmp_path / "seed0"
+    _details(cell / "results" / "ssft" / "details.jsonl", {"q1": [False, True, False, False]})
+    _details(cell / "results" / "sft" / "details.jsonl", {"q1": [False] * 4})
+    d = study.paired([cell], "ssft", "sft", 2, ks=(1, 2, 4, 8))
+    assert list(d) == ["pass@1", "cons@N", "cons@N_split", "coverage", "pass@2", "pass@4"]
+    assert (d["pass@1"].mean, d["pass@2"].mean, d["pass@4"].mean) == (0.25, pytest.approx(0.5), 1.0)
+
+
+def test_the_reading_groups_each_call_by_its_verdict() -> None:
+    """The code-written reading: ahead and behind only where the interval excludes 0 and no seed disagrees; at
+    each k the baseline with the best mean pass@k is the one ssft is held against."""
+    D = study.Difference
+    diffs = {"s1": {"sft": {"cons@N": D(0.2, 0.1, 0.3, 600, (0.2, 0.1, 0.3)),
+                            "pass@8": D(0.05, 0.01, 0.09, 600, (0.05, 0.04, 0.06))},
+                    "random": {"cons@N": D(0.1, 0.05, 0.2, 600, (0.2, -0.1, 0.2)),
+                               "pass@8": D(0.01, -0.01, 0.03, 600, (0.01, 0.0, 0.02))}},
+             "s2": {"sft": {"cons@N": D(-0.2, -0.3, -0.1, 600, (-0.2, -0.1, -0.3))}}}
+    agg = {"s1": {"ssft": {"nmi": (0.95, 0.0, 3)}, "sft": {"pass@8": (0.90, 0.0, 3)},
+                  "random": {"pass@8": (0.95, 0.0, 3)}},
+           "s2": {"ssft": {"nmi": (0.3, 0.0, 3)}, "sft": {}}}
+    contrasts = {("s1", "s2"): {"ssft": {"cons@N": D(0.4, 0.2, 0.6, 600, (0.4, 0.3, 0.5))}}}
+    lines = study._reading_lines(agg, diffs, contrasts, {}, {"s1": 4, "s2": 4})
+    assert "  - ssft ahead: s1 (sft +0.200 [+0.100, +0.300])" in lines, lines
+    assert "  - no clear difference: s1 (random +0.100 [+0.050, +0.200])" in lines, "a seed says the opposite"
+    assert "  - ssft behind: s2 (sft -0.200 [-0.300, -0.100])" in lines
+    assert "  - s1: k=8 random +0.010 [-0.010, +0.030] no clear difference" in lines, "random has the best pass@8"
+    assert "- ssft's tags name the strategies (nmi >= 0.9): s1 (0.95); not quite or not at all: s2 (0.30)" in lines
+    assert "- s1 − s2: ssft cons@N +0.400 [+0.200, +0.600] higher" in lines
+
+
 def test_a_contrast_pairs_two_settings_by_seed_then_question(tmp_path: Path) -> None:
     """Setting a − setting b for one method: seed 0 with seed 0 (+0.5), seed 1 with seed 1 (+0.25), whatever
     order the cells are listed in (paired by position, seed 0 would meet seed 1: +1.0 and -0.25)."""

@@ -36,16 +36,23 @@ class Difference:
     def seeds_disagree(self) -> bool:
         return any(d > 0 for d in self.per_seed) and any(d < 0 for d in self.per_seed)
 
-    def reading(self, a: str = "ssft") -> str:
-        """The verdict a reader may draw: ahead or behind only when the interval excludes 0 and no seed says
-        the opposite."""
+    @property
+    def call(self) -> str:
+        """``ahead`` or ``behind`` only when the interval excludes 0 and no seed says the opposite, else
+        ``unclear``."""
         if self.seeds_disagree:
-            return "no clear difference (the seeds disagree)"
-        if self.low > 0:
-            return f"{a} ahead (interval above 0)"
-        if self.high < 0:
-            return f"{a} behind (interval below 0)"
-        return "no clear difference (interval spans 0)"
+            return "unclear"
+        return "ahead" if self.low > 0 else "behind" if self.high < 0 else "unclear"
+
+    def reading(self, a: str = "ssft") -> str:
+        """The verdict a reader may draw (:attr:`call`) and why."""
+        if self.call != "unclear":
+            return f"{a} {self.call} (interval {'above' if self.call == 'ahead' else 'below'} 0)"
+        return f"no clear difference ({'the seeds disagree' if self.seeds_disagree else 'interval spans 0'})"
+
+    def short(self) -> str:
+        """The mean and its interval, no more."""
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
 
     def __str__(self) -> str:
         seeds = ", ".join(f"{d:+.3f}" for d in self.per_seed)
