@@ -7,6 +7,7 @@
     ssft report                      # results/summary.md
     ssft register                    # SSFT model -> MLflow registry; results/registry.json
     ssft sample "3+4+5+6?"           # each tag's answer from models/ssft (--model, --tags 1,3)
+    ssft costs                       # which trace tokens decide models/ssft's matching, and how firmly
 Every command reads ``params.yaml`` (``--params``) and accepts ``--set key=value`` overrides, before or
 after the sub-command.
 """
@@ -78,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
                    "1,3 (the sft model has one tag)")
     a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     a.add_argument("--max-new-tokens", type=int, default=256)
+    c = sub.add_parser("costs", help="which trace tokens decide the matching: per position, how far the tag moves "
+                       "the NLL and how much of the best assignment's margin it carries, on training and held-out "
+                       "questions")
+    c.add_argument("--method", default="ssft", choices=config_mod.METHODS)
+    c.add_argument("--models", default="models", help="trained models (models/<method>)")
+    c.add_argument("--model", help="any model directory written by `ssft train` instead of <models>/<method>")
+    c.add_argument("--traces", default="data/traces", help="trace dataset directory (train.parquet, eval.parquet)")
+    c.add_argument("--questions", type=int, default=64, help="questions per split")
+    c.add_argument("--tokens", type=int, help="trace tokens per pair (default ssft.cost_tokens, what the matching "
+                   "scores; more shows where the traces part later)")
+    c.add_argument("--out", help="also write the numbers as JSON")
     st = sub.add_parser("study", help="run a study (settings x seeds) and write its report")
     st.add_argument("file", help="a study file, e.g. studies/cpu.yaml")
     st.add_argument("--report", help="the report (default results/study.md for cpu, results/study-<name>.md "
@@ -227,6 +239,25 @@ def cmd_sample(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         print(f"{prompt_text(tokenizer, layout, args.question, tag)!r} -> {sample.text!r}")
 
 
+def cmd_costs(cfg: config_mod.Config, args: argparse.Namespace) -> None:
+    from ssft.eval import costs
+
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+    traces = Path(args.traces)
+    splits = {name: traces / f for name, f in (("training questions", "train.parquet"),
+                                                ("held-out questions", "eval.parquet")) if (traces / f).exists()}
+    if not splits:
+        raise UserError(f"{traces}: no train.parquet or eval.parquet; run `ssft traces` (or pass --traces)")
+    result = costs.analyse(Path(args.model or Path(args.models) / args.method), splits, args.questions,
+                           args.tokens or cfg.ssft.cost_tokens)
+    if args.out:
+        atomic.write_text(Path(args.out), json.dumps(result, indent=2))
+    print(costs.markdown(result))
+
+
 def cmd_report(cfg: config_mod.Config, args: argparse.Namespace) -> None:
     """The table (results/summary.md), the comparison plots (results/plots/*.png, DVC plots) in every method's
     MLflow run."""
@@ -270,7 +301,7 @@ def cmd_study(cfg: config_mod.Config, args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"traces": cmd_traces, "train": cmd_train, "evaluate": cmd_evaluate, "gfpo": cmd_gfpo, "report": cmd_report,
-            "register": cmd_register, "sample": cmd_sample, "study": cmd_study}
+            "register": cmd_register, "sample": cmd_sample, "costs": cmd_costs, "study": cmd_study}
 
 
 # Library lines a stage's log is better without: one per HTTP request (a teacher's, a tracking server's) and
