@@ -85,7 +85,7 @@ def decide(nll: np.ndarray) -> Decision:
 def analyse(model_dir: Path, splits: dict[str, Path], questions: int, tokens: int) -> dict:
     """Per split (name -> trace file): the per-position table, the margins and the assignments over its first
     ``questions`` questions with two or more traces. The training questions are what the matching saw; held-out
-    ones tell a tag that means a strategy from one memorised per question (same margins, no agreement)."""
+    ones say whether what the tags learned carries over to questions never trained."""
     model, tokenizer, meta = models.load(model_dir)
     model.eval()
     layout, n_tags = PromptLayout.from_meta(meta), int(meta["num_tags"])
@@ -154,8 +154,9 @@ def markdown(result: dict) -> str:
                   f"step). Best assignments, tag x strategy: {maps}; {r['agreement']:.0%} of questions follow the "
                   "commonest map."]
     lines += ["", "Tag spread: how far the tag moves a token's NLL for the same trace (max - min over tags). Near 0 "
-              "everywhere: the model does not read its tag. Large margins with low agreement: each question has "
-              "its own map (memorised), not a tag per strategy; compare the held-out questions."]
+              "everywhere: the model does not read its tag. Large margins with low agreement: the tags split "
+              "something other than the strategies (the 0.45M pathstar model: opening letters, on a different map "
+              "per question)."]
     return "\n".join(lines) + "\n"
 
 
