@@ -432,7 +432,8 @@ def write_report(study: Study, results: dict[Cell, dict[str, dict[str, float]]],
             lines += [f"- {k}: {d}: {d.reading()}" for k, d in diff.items()]
         lines += _rl_lines(paths[setting.name], table)
         lines += _at_k_lines(table, n_tags[setting.name]) + _temperature_lines(table)
-        lines += _dynamics_lines(paths[setting.name]) + _curve_lines(runs[setting.name])
+        lines += _dynamics_lines(paths[setting.name]) + _cost_lines(paths[setting.name])
+        lines += _curve_lines(runs[setting.name])
         lines.append("")
     lines += _contrast_lines(contrasts)
     try:
@@ -741,6 +742,34 @@ def _dynamics_lines(paths: list[Path]) -> list[str]:
         lines += [f"| {t if t != '0' else 'shared'} | " + " | ".join(str(c.get(src, 0)) for src in sources) + " |"
                   for t, c in sorted(counts.items(), key=lambda kv: int(kv[0]))]
     return lines
+
+
+COST_QUESTIONS = 32  # held-out questions `ssft costs` scores for the report (seconds per setting on a CPU)
+
+
+def _cost_lines(paths: list[Path]) -> list[str]:
+    """Where the first seed's ssft matching is decided, from ``ssft costs`` on held-out questions: the positions
+    that carry a tenth of the margin or more, how firm it is, how many questions share one tag x strategy map."""
+    from ssft.eval import costs
+
+    cell = next((p for p in paths if (p / "models" / "ssft").is_dir() and (p / "params.yaml").exists()), None)
+    if cell is None:
+        return []
+    tokens = config_mod.load(cell / "params.yaml").ssft.cost_tokens
+    try:
+        r = costs.analyse(cell / "models" / "ssft", {"held-out": cell / "data" / "traces" / "eval.parquet"},
+                          COST_QUESTIONS, tokens)["splits"]["held-out"]
+    except (UserError, FileNotFoundError) as e:  # held-out questions without traces (real data): nothing to score
+        log.info("%s: no matching costs in the report (%s)", cell, e)
+        return []
+    top = [p for p in r["positions"] if (p["margin_share"] or 0) >= 0.1]
+    m = r["margin"]
+    where = ", ".join(f"{p['position']} ({p['margin_share']:.0%}, tag spread {p['tag_spread']:.2f} nats)" for p in top)
+    return ["", f"Where the matching is decided (`ssft costs`, {cell.name}, {r['questions']} held-out questions, the "
+            f"first {tokens} trace tokens): " + (f"the margin comes from position {where}" if top else
+                                                 "no position carries a tenth of the margin") + "; median margin "
+            f"{m['median']:.3f} nats, {m['undecided']:.0%} of questions below {costs.UNDECIDED}; "
+            f"{r['agreement']:.0%} on the commonest tag x strategy map."]
 
 
 def _tags_and_ks(paths: list[Path]) -> tuple[int, tuple[int, ...]]:

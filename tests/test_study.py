@@ -53,6 +53,8 @@ def test_a_miniature_study_aggregates_its_cells_and_reuses_them(tmp_path: Path) 
     assert "pass@k / cons@k against k" in report and "| 8 |" in report
     assert "Temperature sweep" in report and "| sft | 1 |" in report and "| ssft | greedy |" in report
     assert "SSFT matching per epoch" in report and "Tag x strategy, epoch 0 (seed0" in report
+    assert "Where the matching is decided (`ssft costs`, seed0, 8 held-out questions" in report
+    assert "## Reading" in report and "- Majority vote, cons@N:" in report
     for fig in ("pass_cons_vs_k", "diversity_vs_accuracy"):
         assert (tmp_path / "results" / "study" / f"{fig}.png").exists(), fig
     values = [json.loads((tmp_path / "cells" / "mini" / "a" / f"seed{s}" / "results" / "sft" / "metrics.json")
