@@ -24,6 +24,7 @@ from ssft.data import traces as traces_mod
 from ssft.errors import UserError
 from ssft.train import methods, models
 from ssft.train.forking import PromptLayout, completion_ids, prompt_ids
+from ssft.train.loss import Targets, token_nll
 
 UNDECIDED = 0.01  # nats: a margin below this flips with the noise of a single step
 
@@ -41,21 +42,25 @@ class Decision:
 def position_nll(model: torch.nn.Module, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                  tokens: int) -> np.ndarray:
     """(M, N, L) NLL of the first L tokens of each completion (trace) after each prompt (tag), NaN past a
-    trace's end; one padded forward pass per question."""
+    trace's end; one padded forward pass per question, and only the scored states meet the output projection
+    (:func:`ssft.train.loss.token_nll`, as in the matching: a real vocabulary times every position would not fit)."""
     rows = [(list(p), list(c[:tokens])) for c in completions for p in prompts]
     width = max(len(p) + len(c) for p, c in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
+    positions, targets, slots = [], [], []
     for r, (p, c) in enumerate(rows):
         ids[r, :len(p) + len(c)] = torch.tensor(p + c)
         mask[r, :len(p) + len(c)] = 1
+        positions += [r * width + len(p) - 1 + k for k in range(len(c))]  # the state before token k predicts it
+        targets += c
+        slots += [(r, k) for k in range(len(c))]
     device = next(model.parameters()).device
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
+    nll = token_nll(model, ids.to(device), mask.to(device),
+                    Targets(torch.tensor(positions, device=device), torch.tensor(targets, device=device)))
     out = np.full((len(rows), tokens), np.nan)
-    for r, (p, c) in enumerate(rows):
-        at = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)  # the states that predict c
-        out[r, :len(c)] = (-logp[r, at, torch.tensor(c, device=device)]).cpu().numpy()
+    for (r, k), v in zip(slots, nll.cpu().numpy()):
+        out[r, k] = v
     return out.reshape(len(completions), len(prompts), tokens)
 
 
