@@ -95,13 +95,14 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
 
 
 def test_the_shipped_studies_load() -> None:
-    cpu = study.cells(study.load(ROOT / "studies" / "cpu.yaml"))
-    assert len(cpu) == 43
-    assert [c.seed for c in cpu if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
-    assert [c.seed for c in cpu if c.setting.name == "add4-marked"] == [0, 1, 2, 3, 4]  # the main settings: 5
+    cpu, ablations = (study.cells(study.load(ROOT / "studies" / f"{name}.yaml")) for name in ("cpu", "ablations"))
+    assert (len(cpu), len(ablations)) == (23, 20)
+    assert [c.seed for c in ablations if c.setting.name == "fork4-L2"] == [0, 1]        # a setting's own seeds
+    assert [c.seed for c in cpu if c.setting.name == "add4-unmarked"] == [0, 1, 2, 3, 4]  # the main setting: 5
     assert [c.seed for c in cpu if c.setting.name == "pathstar"] == [0, 1, 2]  # the study's
-    for c in cpu:  # every cell's params are valid (gfpo.methods must be trained methods, ...)
-        config.from_dict(_cell_params(study.load(ROOT / "studies" / "cpu.yaml"), c))
+    for name, cells in (("cpu", cpu), ("ablations", ablations)):
+        for c in cells:  # every cell's params are valid (gfpo.methods must be trained methods, ...)
+            config.from_dict(_cell_params(study.load(ROOT / "studies" / f"{name}.yaml"), c))
     assert len(study.cells(study.load(ROOT / "studies" / "gpu.yaml"))) == 10
 
 
@@ -283,7 +284,7 @@ def test_the_rl_section_needs_an_rl_column(tmp_path: Path) -> None:
 
 
 def test_a_study_can_run_some_of_its_settings() -> None:
-    spec = study.load(ROOT / "studies" / "cpu.yaml")
+    spec = study.load(ROOT / "studies" / "ablations.yaml")
     part = study.only(spec, ["gfpo-unmarked"])
     assert [c.setting.name for c in study.cells(part)] == ["gfpo-unmarked"] * 3
     assert study.cell_dir(Path("w"), part, study.cells(part)[0]) == study.cell_dir(
