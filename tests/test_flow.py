@@ -98,7 +98,7 @@ def test_bad_override_is_refused_before_anything_runs(tmp_path: Path) -> None:
 def test_a_study_is_named_never_a_path(prefect_harness: None) -> None:
     state = ssft(study="../params", return_state=True)
     assert state.is_failed()
-    with pytest.raises(ValueError, match=r"study='../params': use one of \['cpu', 'gpu'\]"):
+    with pytest.raises(ValueError, match=r"study='../params': use one of \['ablations', 'cpu', 'gpu'\]"):
         state.result()
 
 
