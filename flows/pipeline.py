@@ -462,7 +462,7 @@ def ssft(params: dict[str, Any] | None = None, workspace: str = "project",
     params: dotted params.yaml overrides, e.g. {"train.max_steps": 2000, "seed": 1}.
     workspace: "project" (this repository) or "scratch" (a throw-away copy, for smoke runs); never another
     path, so a request to the server cannot point the pipeline at an arbitrary directory.
-    study: a study's name (cpu, gpu): runs that study instead of the pipeline.
+    study: a study's name (a file of studies/: cpu, ablations, gpu): runs that study instead of the pipeline.
     """
     if study is not None:
         return run_study(study)

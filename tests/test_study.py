@@ -90,7 +90,7 @@ def test_a_bad_study_file_names_the_file_and_setting(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match=r"bad.yaml: setting 'x': unknown key\(s\) \['seed'\]; a setting has name"):
         study.load(tmp_path / "bad.yaml", ROOT / "params.yaml")
-    with pytest.raises(ValueError, match="no such study file; the shipped ones: cpu, gpu"):
+    with pytest.raises(ValueError, match="no such study file; the shipped ones: ablations, cpu, gpu"):
         study.load(tmp_path / "nope.yaml")
 
 
