@@ -604,8 +604,7 @@ def _glance_lines(study: Study, agg: dict[str, dict[str, dict[str, tuple]]],
         ssft = agg.get(setting.name, {}).get("ssft")
         if ssft is None:
             continue
-        vs = "; ".join(f"{b} {d['cons@N'].mean:+.3f} [{d['cons@N'].low:+.3f}, {d['cons@N'].high:+.3f}] "
-                       f"{d['cons@N'].reading().split(' (')[0]}" for b, d in diffs[setting.name].items()
+        vs = "; ".join(f"{b} {d['cons@N'].short()} {CALLS[d['cons@N'].call]}" for b, d in diffs[setting.name].items()
                        if "cons@N" in d) or "–"
         cells = [_fmt(ssft[k]) if k in ssft else "–" for k in ("pass@1", "cons@N", "coverage", "nmi",
                                                                "match_agreement_full")]

@@ -12,6 +12,7 @@ and how much of the margin between the best and the second-best assignment it ca
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,19 +126,17 @@ def summarise(nlls: list[np.ndarray], decisions: list[Decision], sources: list[S
                           "tag_spread": float(spread.mean()) if spread.size else None,
                           "margin_nats": float(added[p]),
                           "margin_share": float(added[p] / margins.mean()) if margins.mean() > 0 else None})
-    maps = [tuple(sorted(zip(src, d.tags))) for src, d in zip(sources, decisions)]
+    maps = Counter(tuple(sorted(zip(src, d.tags))) for src, d in zip(sources, decisions))
     counts: dict[str, dict[str, int]] = {}
-    for m in maps:
-        for src, tag in m:
-            counts.setdefault(str(tag), {}).setdefault(src, 0)
-            counts[str(tag)][src] += 1
-    common = max(set(maps), key=maps.count)
+    pairs = Counter((str(tag), name) for names, d in zip(sources, decisions) for name, tag in zip(names, d.tags))
+    for (tag, name), n in pairs.items():
+        counts.setdefault(tag, {})[name] = n
     return {"questions": len(decisions), "traces_per_question": float(np.mean([len(s) for s in sources])),
             "positions": positions,
             "margin": {"mean": float(margins.mean()), "median": float(np.median(margins)),
                        "undecided": float((margins < UNDECIDED).mean())},
             "tag_strategy": {t: dict(sorted(c.items())) for t, c in sorted(counts.items(), key=lambda kv: int(kv[0]))},
-            "agreement": maps.count(common) / len(maps)}
+            "agreement": maps.most_common(1)[0][1] / len(decisions)}
 
 
 def markdown(result: dict) -> str:
