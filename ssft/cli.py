@@ -24,12 +24,17 @@ import re
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from ssft import atomic, env, lifeline
 from ssft import config as config_mod
 from ssft.errors import UserError
+
+if TYPE_CHECKING:  # mlflow is imported only when tracking is on
+    from ssft.tracking.null import NullTracker
+    from ssft.tracking.runs import Tracker
 
 log = logging.getLogger("ssft")
 FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -107,7 +112,7 @@ def _rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _tracker(cfg: config_mod.Config, args: argparse.Namespace):  # noqa: ANN202
+def _tracker(cfg: config_mod.Config, args: argparse.Namespace) -> Tracker | NullTracker:
     """MLflow for this stage; the do-nothing tracker when tracking is off or this is not rank 0 of a torchrun
     job (one run per job, not one per rank), and then mlflow is never imported."""
     if not cfg.tracking.enabled or _rank()[0] != 0:
@@ -166,22 +171,29 @@ def cmd_evaluate(cfg: config_mod.Config, args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(cfg.train.threads)
-    model_dir, out = Path(args.models) / args.method, Path(args.results) / args.method
+    model_dir = Path(args.models) / args.method
     tracker = _tracker(cfg, args)  # first: a tracking server that is down fails in seconds, before any work
     if args.curve:
-        from ssft.eval.curves import CURVES_DIR, evaluate_curve
-
-        out = Path(args.results) / CURVES_DIR / f"{args.method}.jsonl"
-        with atomic.exclusive(out):
-            rows = evaluate_curve(cfg, model_dir, Path(args.checkpoints) / args.method,
-                                  Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet",
-                                  Path(args.traces) / "val.parquet")
-        tracker.log_curve(args.method, model_dir, rows)
+        _evaluate_curve(cfg, args, model_dir, tracker)
         return
+    out = Path(args.results) / args.method
     with atomic.exclusive(out):
         evaluate(cfg, model_dir, Path(args.traces) / "eval.parquet", out, Path(args.traces) / "train.parquet",
                  Path(args.traces) / "val.parquet", prefix_forced=args.prefix_forced)
     tracker.log_eval(args.method, model_dir, out, args.prefix_forced)
+
+
+def _evaluate_curve(cfg: config_mod.Config, args: argparse.Namespace, model_dir: Path,
+                    tracker: Tracker | NullTracker) -> None:
+    """``ssft evaluate --curve``: the cheap evaluation of every step snapshot, one JSON line per step."""
+    from ssft.eval.curves import CURVES_DIR, evaluate_curve
+
+    curve = Path(args.results) / CURVES_DIR / f"{args.method}.jsonl"
+    with atomic.exclusive(curve):
+        rows = evaluate_curve(cfg, model_dir, Path(args.checkpoints) / args.method,
+                              Path(args.traces) / "eval.parquet", curve, Path(args.traces) / "train.parquet",
+                              Path(args.traces) / "val.parquet")
+    tracker.log_curve(args.method, model_dir, rows)
 
 
 def cmd_gfpo(cfg: config_mod.Config, args: argparse.Namespace) -> None:
