@@ -291,21 +291,3 @@ def test_a_study_can_run_some_of_its_settings() -> None:
         Path("w"), spec, next(c for c in study.cells(spec) if c.setting.name == "gfpo-unmarked"))
     with pytest.raises(ValueError, match="no such setting"):
         study.only(spec, ["nope"])
-
-
-def test_a_method_keeps_its_colour_across_the_settings_of_a_figure() -> None:
-    """Two settings training different methods, in a different order: ssft's line is one colour in both rows
-    (matplotlib's cycle would give it the first colour in one row and the second in the other)."""
-    from matplotlib.colors import to_hex
-
-    from ssft.tracking import figures
-
-    point = {"cons@N": [(500, 0.5, 0.1)], "pass@1_val_tag": [(500, 0.4, 0.1)], "coverage": [(500, 2.0, 0.2)]}
-    fig = figures._learning_curves({"a": {"ssft": point, "sft": point}, "b": {"sft": point, "random": point,
-                                                                             "ssft": point}})
-    colours: dict[str, set[str]] = {}
-    for ax in fig.axes:
-        for line in ax.get_lines():
-            colours.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
-    assert all(len(c) == 1 for c in colours.values()), colours
-    assert len({next(iter(c)) for c in colours.values()}) == 3, "two methods share a colour"

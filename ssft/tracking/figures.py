@@ -109,18 +109,6 @@ def eval_figures(metrics: dict[str, float], details: list[dict], n_tags: int) ->
     return figs
 
 
-# One colour per method in every panel of every figure: matplotlib's cycle colours by plotting order, so the same
-# method would change colour between settings that train different methods.
-METHOD_ORDER = ("ssft", "sft", "random", "fixed", "sft+forced")
-
-
-def method_color(method: str) -> str:
-    """The matplotlib colour of ``method``: fixed for the known ones, a stable pick among the rest otherwise."""
-    if method in METHOD_ORDER:
-        return f"C{METHOD_ORDER.index(method)}"
-    return f"C{len(METHOD_ORDER) + sum(method.encode()) % (10 - len(METHOD_ORDER))}"
-
-
 # The report's key metrics: accuracy, voting and mode diversity (coverage and distinct answers divided by N).
 KEY_METRICS = ("pass@1", "pass@1_best_tag", "cons@N", "pass@N", "coverage", "purity", "nmi")
 
@@ -133,7 +121,7 @@ def draw_at_k(ax: Any, curves: dict[str, dict[int, float]], title: str,
         if not points:
             continue
         ks, values = list(points), list(points.values())
-        line, = ax.plot(ks, values, marker="o", label=m, color=method_color(m))
+        line, = ax.plot(ks, values, marker="o", label=m)
         if spreads is not None:
             std = [spreads[m][k] for k in ks]
             ax.fill_between(ks, [v - d for v, d in zip(values, std)], [v + d for v, d in zip(values, std)],
@@ -161,8 +149,7 @@ def comparison_figures(table: dict[str, dict[str, float]], details: dict[str, li
     width = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
         values = [table[m].get(k, np.nan) / (n_tags if k == "coverage" else 1) for k in keys]
-        ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, values, width, label=m,
-               color=method_color(m))
+        ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, values, width, label=m)
     ax.set_xticks(range(len(keys)), [f"{k}/N" if k == "coverage" else k for k in keys], rotation=20)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, ncol=len(methods))
@@ -226,8 +213,7 @@ def _metrics_by_setting(agg: dict[str, dict[str, dict[str, tuple]]]) -> Any:
         for i, m in enumerate(methods):
             stats = [agg[setting][m].get(k, (np.nan, 0.0, 0)) for k in keys]
             ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, [s[0] for s in stats], width,
-                   yerr=[s[1] for s in stats], capsize=2, label=m,
-                   color=method_color(m))
+                   yerr=[s[1] for s in stats], capsize=2, label=m)
         ax.set_xticks(range(len(keys)), keys, fontsize=8)
         ax.set_ylim(0, 1.05)
         ax.set_title(setting, fontsize=9)
@@ -272,8 +258,7 @@ def _diversity_vs_accuracy(agg: dict[str, dict[str, dict[str, tuple]]], settings
                 sets = [("greedy", "_greedy"), *((f"{t:g}", f"_t{t:g}") for t in temps)]
                 points = [(label, ms[f"pass@1{sfx}"][0], ms[f"{metric}{sfx}"][0]) for label, sfx in sets
                           if f"pass@1{sfx}" in ms and f"{metric}{sfx}" in ms]
-                ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=m,
-                        color=method_color(m))
+                ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=m)
                 for label, x, y in points:
                     ax.annotate(label, (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
             ax.set_xlabel("mean accuracy (pass@1)")
@@ -323,9 +308,9 @@ def _learning_curves(curves: dict[str, dict[str, dict[str, list[tuple]]]]) -> An
                 if not points:
                     continue
                 steps, means, stds = ([p[i] for p in points] for i in range(3))
-                ax.plot(steps, means, marker=".", label=m, color=method_color(m))
+                ax.plot(steps, means, marker=".", label=m)
                 ax.fill_between(steps, [a - b for a, b in zip(means, stds)], [a + b for a, b in zip(means, stds)],
-                                color=method_color(m), alpha=0.2)
+                                alpha=0.2)
             ax.set_title(f"{setting}: {metric}", fontsize=9)
             ax.set_xlabel("training step", fontsize=8)
             ax.set_ylim(0, 1.05 if metric != "coverage" else None)
